@@ -1,0 +1,1 @@
+"""Venue collectors: websocket frames in, typed events out, onto Redis streams."""

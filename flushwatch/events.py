@@ -1,0 +1,181 @@
+"""The event contract: what every collector produces and the detector consumes.
+
+Every venue module converts its own messages into these types in one place. All events carry
+
+* ``venue``     -- lower-case venue id (``binance``),
+* ``symbol``    -- the venue's own symbol (``BTCUSDT``),
+* ``asset``     -- the normalised base asset (``BTC``),
+* ``ts_event``  -- the venue's clock, integer nanoseconds since the epoch,
+* ``ts_recv``   -- the local clock when the frame arrived, integer nanoseconds.
+
+The two clocks are never mixed: the detector runs on ``ts_event`` so a replay behaves exactly like the live
+run, and latency is measured on ``ts_recv``.
+
+Prices are in the quote currency, which for the USDⓈ-margined contracts watched here is treated as USD.
+Sizes are in base units (coins). Notional values carry the suffix ``_usd``.
+
+Events are ``msgspec`` structs: immutable, cheap to build (the hot path builds one per trade), and encoded
+as positional arrays in MessagePack for the Redis streams (see ``flushwatch.streams``).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+TakerSide = Literal["buy", "sell"]
+"""The aggressor of a trade: ``buy`` means the taker bought (lifted the ask)."""
+
+PositionSide = Literal["long", "short"]
+"""The side of a position. For a liquidation: the position that was closed by the risk engine."""
+
+DEPTH_BANDS_BPS: Final = (50, 100, 200)
+"""Depth is summed within ±0.5 %, ±1 % and ±2 % of mid."""
+
+HOURS_PER_YEAR: Final = 24 * 365
+
+
+class _Event(msgspec.Struct, frozen=True, gc=False, array_like=True, tag_field="k"):
+    venue: str
+    symbol: str
+    asset: str
+    ts_event: int
+    ts_recv: int
+
+
+class Trade(_Event, tag="t"):
+    """A trade print. ``side`` is the taker side."""
+
+    price: float
+    size: float
+    side: TakerSide
+
+    @property
+    def notional_usd(self) -> float:
+        return self.price * self.size
+
+
+class Liquidation(_Event, tag="l"):
+    """A forced close. ``side`` is the *position* that was liquidated, whatever the venue calls it.
+
+    Binance reports the side of the liquidation *order*: ``SELL`` closes a long, so ``side == "long"``.
+    """
+
+    price: float
+    size: float
+    side: PositionSide
+
+    @property
+    def notional_usd(self) -> float:
+        return self.price * self.size
+
+
+class FundingMark(_Event, tag="f"):
+    """Mark, index and the current funding estimate.
+
+    ``funding_rate`` is the venue's own rate per ``funding_interval_h`` hours; ``funding_8h`` and
+    ``funding_annual`` are the same rate restated per 8 h and per year (simple, not compounded).
+    ``next_funding_ts`` is 0 where the venue does not say.
+    """
+
+    mark_price: float
+    index_price: float
+    funding_rate: float
+    funding_interval_h: float
+    funding_8h: float
+    funding_annual: float
+    next_funding_ts: int
+
+    @property
+    def premium_bps(self) -> float:
+        """Mark over index, in basis points."""
+        return (self.mark_price / self.index_price - 1.0) * 1e4 if self.index_price > 0 else 0.0
+
+
+class OpenInterest(_Event, tag="o"):
+    """Open interest of one side (longs = shorts), in base units and in USD at the mark or last price."""
+
+    oi_base: float
+    oi_usd: float
+
+
+class Depth(_Event, tag="d"):
+    """Order-book liquidity near mid.
+
+    ``bid_usd[i]`` / ``ask_usd[i]`` are the notionals resting within ``DEPTH_BANDS_BPS[i]`` of mid.
+    ``reach_bps`` is how far the visible book extends on its thinner side: a band wider than the reach is
+    a lower bound (a top-20 book of a liquid contract covers a few basis points only).
+    """
+
+    mid: float
+    spread_bps: float
+    bid_usd: tuple[float, float, float]
+    ask_usd: tuple[float, float, float]
+    reach_bps: float
+
+
+Event = Trade | Liquidation | FundingMark | OpenInterest | Depth
+
+EVENT_TYPES: Final = (Trade, Liquidation, FundingMark, OpenInterest, Depth)
+
+
+def funding_mark(
+    *,
+    venue: str,
+    symbol: str,
+    asset: str,
+    ts_event: int,
+    ts_recv: int,
+    mark_price: float,
+    index_price: float,
+    funding_rate: float,
+    funding_interval_h: float,
+    next_funding_ts: int,
+) -> FundingMark:
+    """Build a ``FundingMark``, deriving the 8-hour and annual restatements from the venue's interval."""
+    return FundingMark(
+        venue=venue,
+        symbol=symbol,
+        asset=asset,
+        ts_event=ts_event,
+        ts_recv=ts_recv,
+        mark_price=mark_price,
+        index_price=index_price,
+        funding_rate=funding_rate,
+        funding_interval_h=funding_interval_h,
+        funding_8h=funding_rate * 8.0 / funding_interval_h,
+        funding_annual=funding_rate * HOURS_PER_YEAR / funding_interval_h,
+        next_funding_ts=next_funding_ts,
+    )
+
+
+def depth_from_levels(
+    bids: list[tuple[float, float]], asks: list[tuple[float, float]]
+) -> tuple[float, float, tuple[float, float, float], tuple[float, float, float], float] | None:
+    """Sum book levels into the depth bands.
+
+    ``bids`` and ``asks`` are ``(price, size)`` pairs, best first. Returns ``(mid, spread_bps, bid_usd,
+    ask_usd, reach_bps)``, or ``None`` for a book that is one-sided or crossed.
+    """
+    if not bids or not asks:
+        return None
+    best_bid, best_ask = bids[0][0], asks[0][0]
+    if best_bid <= 0 or best_ask <= best_bid:
+        return None
+    mid = 0.5 * (best_bid + best_ask)
+    spread_bps = (best_ask - best_bid) / mid * 1e4
+    lo = [mid * (1 - b / 1e4) for b in DEPTH_BANDS_BPS]
+    hi = [mid * (1 + b / 1e4) for b in DEPTH_BANDS_BPS]
+    bid_usd = [0.0, 0.0, 0.0]
+    ask_usd = [0.0, 0.0, 0.0]
+    for price, size in bids:
+        for i in range(3):
+            if price >= lo[i]:
+                bid_usd[i] += price * size
+    for price, size in asks:
+        for i in range(3):
+            if price <= hi[i]:
+                ask_usd[i] += price * size
+    reach_bps = min((mid - bids[-1][0]) / mid, (asks[-1][0] - mid) / mid) * 1e4
+    return mid, spread_bps, (bid_usd[0], bid_usd[1], bid_usd[2]), (ask_usd[0], ask_usd[1], ask_usd[2]), reach_bps

@@ -1,0 +1,238 @@
+"""Settings: ``FLUSHWATCH_*`` environment variables (nested with ``__``) over an optional TOML file.
+
+Precedence, highest first: explicit arguments, environment, the TOML file named by ``--config`` or
+``FLUSHWATCH_CONFIG``, defaults. Invalid settings fail at start with a message naming the setting
+(``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SettingsError(ValueError):
+    """Raised with a message that names the offending setting."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttTarget(_Section):
+    host: str
+    port: int
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """``mqtt://[user:pass@]host:port`` (``mqtts://`` for TLS) into its parts."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        username=parts.username,
+        password=SecretStr(parts.password) if parts.password else None,
+        tls=parts.scheme == "mqtts",
+    )
+
+
+class BinanceSettings(_Section):
+    """Binance USDⓈ-M futures. URLs follow the 2026 split: ``/market`` for trades, mark price and
+    liquidations, ``/public`` for the order book; the legacy root URL handshakes but never pushes."""
+
+    enabled: bool = True
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"], min_length=1)
+    market_url: str = "wss://fstream.binance.com/market"
+    public_url: str = "wss://fstream.binance.com/public"
+    rest_url: str = "https://fapi.binance.com"
+    liquidation_stream: str = Field("all", pattern="^(all|per_symbol)$")
+    """``all`` subscribes ``!forceOrder@arr`` (every symbol, filtered locally); ``per_symbol`` subscribes
+    ``<symbol>@forceOrder`` for the watchlist only."""
+    streams_per_connection: int = Field(200, ge=1, le=1024)
+    oi_poll_interval_s: float = Field(10.0, gt=0)
+    """Target interval between two open-interest polls of one symbol; stretched when the used weight
+    approaches ``oi_weight_budget``."""
+    oi_weight_budget: int = Field(1200, ge=10)
+    """Request weight per minute the poller may use (Binance allows 2400 per IP)."""
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    stale_after_s: float = Field(30.0, gt=0)
+    """A connection that delivered no message for this long is replaced (a retired URL never pushes)."""
+    max_connection_age_s: float = Field(23.5 * 3600, gt=0)
+    """Reconnect proactively before Binance's 24-hour limit."""
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [s.strip().upper() for s in value if s.strip()]
+
+
+class WriterSettings(_Section):
+    """The single Redis writer that drains the collectors' queue."""
+
+    batch_max_events: int = Field(512, ge=1, le=10_000)
+    flush_interval_ms: float = Field(5.0, gt=0)
+    queue_max_events: int = Field(200_000, ge=100)
+    """Bound of the in-memory queue between receive loops and the writer; beyond it events are dropped and
+    counted (``flushwatch_writer_dropped_events_total{reason="queue_full"}``)."""
+    buffer_max_events: int = Field(1_000_000, ge=100)
+    """How many events the writer keeps while Redis is unreachable before it drops the oldest, counted."""
+    retry_max_s: float = Field(5.0, gt=0)
+    events_maxlen: int = Field(100_000, ge=100)
+    """``MAXLEN ~`` of each events stream, in entries (each entry is a batch of up to ``batch_max_events``)."""
+    signals_maxlen: int = Field(100_000, ge=100)
+
+
+class DetectorSettings(_Section):
+    """Thresholds of the first detector: policy as data. Times are event-time seconds."""
+
+    eval_interval_s: float = Field(1.0, gt=0)
+    read_count: int = Field(512, ge=1)
+    block_ms: int = Field(100, ge=1, le=2000)
+    # liquidation intensity
+    liq_fast_tau_s: float = Field(60.0, gt=0)
+    liq_slow_tau_s: float = Field(6 * 3600.0, gt=0)
+    liq_floor_usd_min: float = Field(10_000.0, gt=0)
+    liq_trigger_ratio: float = Field(6.0, gt=1)
+    trigger_hold_s: float = Field(10.0, ge=0)
+    cascade_ratio: float = Field(10.0, gt=1)
+    cascade_liq_share: float = Field(0.15, gt=0, le=1)
+    cascade_oi_drop: float = Field(0.005, gt=0)
+    exhaust_ratio: float = Field(2.0, gt=0)
+    exhaust_hold_s: float = Field(60.0, ge=0)
+    oi_purge: float = Field(0.05, gt=0)
+    """Open interest down this fraction from the episode's start counts as purged."""
+    funding_neutral_8h: float = 0.0001
+    flushed_hold_s: float = Field(300.0, ge=0)
+    episode_timeout_s: float = Field(1800.0, gt=0)
+    # shock
+    shock_z1: float = Field(3.0, gt=0)
+    shock_z5: float = Field(4.0, gt=0)
+    shock_min_move: float = Field(0.003, ge=0)
+    shock_imbalance: float = Field(0.2, ge=0, le=1)
+    shock_timeout_s: float = Field(600.0, gt=0)
+    flow_tau_s: float = Field(60.0, gt=0)
+    vol_halflife_s: float = Field(3600.0, gt=0)
+    vol_floor_1m: float = Field(0.001, gt=0)
+    # overheating
+    overheat_hot: float = Field(60.0, ge=0, le=100)
+    overheat_exit: float = Field(50.0, ge=0, le=100)
+    funding_hot_8h: float = Field(0.0005, gt=0)
+    premium_hot_bps: float = Field(10.0, gt=0)
+    oi_build_full: float = Field(0.15, gt=0)
+    weight_funding: float = Field(0.45, ge=0)
+    weight_premium: float = Field(0.25, ge=0)
+    weight_oi_build: float = Field(0.30, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DetectorSettings:
+        if self.exhaust_ratio >= self.liq_trigger_ratio:
+            raise ValueError("exhaust_ratio must be below liq_trigger_ratio (hysteresis)")
+        if self.cascade_ratio < self.liq_trigger_ratio:
+            raise ValueError("cascade_ratio must not be below liq_trigger_ratio")
+        if self.overheat_exit > self.overheat_hot:
+            raise ValueError("overheat_exit must not exceed overheat_hot (hysteresis)")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLUSHWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    redis_url: str | None = None
+    """``redis://`` or ``rediss://``; unset starts a private redis-server."""
+    mqtt_url: str | None = None
+    """``mqtt://[user:pass@]host:port``; unset starts a private mosquitto if one is installed, else MQTT is off."""
+    mqtt_prefix: str = "flushwatch/v1"
+    mqtt_client_id: str = "flushwatch"
+    mqtt_queue_max: int = Field(10_000, ge=10)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """0 disables the metrics server."""
+    shards: int = Field(1, ge=1, le=1024)
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    binance: BinanceSettings = BinanceSettings()
+    writer: WriterSettings = WriterSettings()
+    detector: DetectorSettings = DetectorSettings()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mqtt_url(value)
+        return value
+
+    @property
+    def mqtt(self) -> MqttTarget | None:
+        return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = "FLUSHWATCH_" + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"setting {name} ({env}): {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings, or raise ``SettingsError`` naming every invalid setting."""
+    path = config or os.environ.get("FLUSHWATCH_CONFIG")
+    toml = Path(path) if path else None
+    if toml is not None and not toml.is_file():
+        raise SettingsError(f"setting config (FLUSHWATCH_CONFIG): no such file {toml}")
+    Settings._toml_file = toml
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except Exception as exc:  # a TOML syntax error, for one
+        raise SettingsError(f"setting config ({toml}): {exc}") from None
+    finally:
+        Settings._toml_file = None

@@ -1,0 +1,83 @@
+"""What the detector tells the alert role, carried on the signals stream.
+
+These are internal wire types (msgspec, MessagePack). The public, versioned payloads that leave the
+process -- MQTT JSON, and the values behind ``/metrics`` -- are built from them in ``alerts``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from flushwatch.events import PositionSide
+
+STAGE_NAMES: Final[dict[int, str]] = {
+    0: "calm",
+    1: "shock",
+    2: "air_pocket",
+    3: "liquidations_triggered",
+    4: "cascade",
+    5: "thin_book_impact",
+    6: "snowball",
+    7: "flushed",
+}
+"""Stages numbered as in the framework. This version of the detector reaches 0, 1, 3, 4 and 7; stage 0 is
+reported as ``overheated`` when the overheating score is in its hot band."""
+
+OVERHEATED_NAME: Final = "overheated"
+
+
+def stage_name(stage: int, overheated: bool) -> str:
+    if stage == 0 and overheated:
+        return OVERHEATED_NAME
+    return STAGE_NAMES[stage]
+
+
+class SideState(msgspec.Struct, frozen=True, gc=False):
+    """One side of one asset: ``side`` is the crowded side that is at risk (longs in a down-flush)."""
+
+    side: PositionSide
+    stage: int
+    stage_name: str
+    overheat_score: float
+    episode_id: str
+
+
+class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
+    """A snapshot of one asset, sent at most once a second per asset and on every stage change."""
+
+    asset: str
+    ts: int
+    """Event time (ns) of the detector clock when the snapshot was taken."""
+    ts_recv: int
+    """Local receive time (ns) of the newest event that went into it: the basis of latency figures."""
+    long: SideState
+    short: SideState
+    features: dict[str, float]
+    """Current feature values: price, returns, volatility, liquidation rates, funding, OI changes, depth."""
+    totals: dict[str, float]
+    """Cumulative counters since start: liquidation USD per side, trade USD per taker side, event counts."""
+
+
+class StageChange(msgspec.Struct, frozen=True, gc=False, tag="change"):
+    """A transition of one side of one asset, with the evidence that caused it."""
+
+    asset: str
+    side: PositionSide
+    ts: int
+    ts_recv: int
+    stage_from: int
+    stage: int
+    stage_name: str
+    overheat_score: float
+    episode_id: str
+    evidence: dict[str, float]
+    """Feature values at the moment of the change."""
+    thresholds: dict[str, float]
+    """The thresholds those features were compared with."""
+    conditions: list[str]
+    """Which conditions held, in words (``liq_rate >= 6 x baseline``)."""
+
+
+Signal = AssetState | StageChange

@@ -1,0 +1,90 @@
+"""The Redis stream layout: key names, entry encoding, trimming and consumer groups.
+
+See ``docs/architecture.md`` for the prose version. In short:
+
+* ``fw:{s<i>}:events``  -- normalised events of the assets owned by shard ``i``; written by collectors,
+  read by the ``detector`` consumer group.
+* ``fw:{s<i>}:signals`` -- detector output (asset snapshots and stage changes) of shard ``i``; read by the
+  ``alerts`` consumer group.
+
+The ``{s<i>}`` hash tag keeps a shard's keys in one Redis Cluster slot. An asset's shard is a stable hash
+(CRC-32) of its name, so every collector routes it to the same stream without coordination.
+
+One stream entry holds a *batch*: field ``v`` (encoding version), ``n`` (count) and ``b`` (a MessagePack
+array of events, each itself a positional array led by its type tag). Batching is what lets one XADD carry
+hundreds of events; trimming is ``MAXLEN ~`` so Redis trims whole macro-nodes cheaply.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from flushwatch.events import Event
+from flushwatch.signals import Signal
+
+ENCODING_VERSION: Final = b"1"
+DETECTOR_GROUP: Final = "detector"
+ALERTS_GROUP: Final = "alerts"
+
+_event_encoder = msgspec.msgpack.Encoder()
+_event_decoder = msgspec.msgpack.Decoder(list[Event])
+_signal_decoder = msgspec.msgpack.Decoder(list[Signal])
+
+
+def shard_of(asset: str, shards: int) -> int:
+    """The shard that owns ``asset``: stable across processes, hosts and Python versions."""
+    return zlib.crc32(asset.encode()) % shards
+
+
+def events_key(shard: int) -> str:
+    return f"fw:{{s{shard}}}:events"
+
+
+def signals_key(shard: int) -> str:
+    return f"fw:{{s{shard}}}:signals"
+
+
+def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[bytes, bytes]:
+    """The fields of one stream entry carrying ``items``."""
+    return {b"v": ENCODING_VERSION, b"n": str(len(items)).encode(), b"b": _event_encoder.encode(items)}
+
+
+def _payload(fields: dict[Any, Any]) -> bytes:
+    version = fields.get(b"v", fields.get("v"))
+    if version not in (ENCODING_VERSION, ENCODING_VERSION.decode()):
+        raise ValueError(f"unknown stream entry encoding {version!r}")
+    payload = fields.get(b"b", fields.get("b"))
+    if not isinstance(payload, bytes):
+        raise ValueError("stream entry has no batch payload")
+    return payload
+
+
+def decode_events(fields: dict[Any, Any]) -> list[Event]:
+    """The events of one entry. Raises ``ValueError`` or ``msgspec.DecodeError`` for a foreign entry."""
+    return _event_decoder.decode(_payload(fields))
+
+
+def decode_signals(fields: dict[Any, Any]) -> list[Signal]:
+    return _signal_decoder.decode(_payload(fields))
+
+
+def entries_of(reply: Any) -> Iterable[tuple[str, bytes, dict[Any, Any]]]:
+    """Flatten an XREAD/XREADGROUP reply into ``(stream, entry_id, fields)``.
+
+    redis-py returns a list of ``[stream, entries]`` pairs with RESP2-compatible shapes and a dict keyed by
+    stream with RESP3 "unified" shapes; both are accepted so a client option cannot silently break reads.
+    """
+    if not reply:
+        return
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    for stream, entries in pairs:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        for entry in entries:
+            entry_id, fields = entry[0], entry[1]
+            if fields is None:  # an entry trimmed away while pending
+                continue
+            yield name, entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(), fields

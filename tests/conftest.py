@@ -1,0 +1,51 @@
+"""Shared fixtures: real servers on free ports, and the recorded data in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under ../shared/data; skips the test when the folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"recorded data not available: {path}")
+    return path
+
+
+def tardis_messages(venue_file: str) -> list[dict[str, Any]]:
+    """The raw messages of one tardis fixture file (each line wraps one message)."""
+    path = shared_data("tardis_fixtures", venue_file)
+    return [json.loads(line)["message"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _server(start: Any, **kwargs: Any) -> Iterator[RunningServer]:
+    try:
+        server = start(**kwargs)
+    except ServerUnavailable as exc:
+        pytest.fail(f"cannot start a real server for the test: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RunningServer]:
+    """A private redis-server on a free port, one per test."""
+    yield from _server(start_redis)
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[RunningServer]:
+    """A private mosquitto broker on a free port, one per test."""
+    yield from _server(start_mosquitto)
