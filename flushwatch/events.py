@@ -44,7 +44,7 @@ class _Event(msgspec.Struct, frozen=True, gc=False, array_like=True, tag_field="
     ts_recv: int
 
 
-class Trade(_Event, tag="t"):
+class Trade(_Event, tag="t", frozen=True):
     """A trade print. ``side`` is the taker side."""
 
     price: float
@@ -56,7 +56,7 @@ class Trade(_Event, tag="t"):
         return self.price * self.size
 
 
-class Liquidation(_Event, tag="l"):
+class Liquidation(_Event, tag="l", frozen=True):
     """A forced close. ``side`` is the *position* that was liquidated, whatever the venue calls it.
 
     Binance reports the side of the liquidation *order*: ``SELL`` closes a long, so ``side == "long"``.
@@ -71,7 +71,7 @@ class Liquidation(_Event, tag="l"):
         return self.price * self.size
 
 
-class FundingMark(_Event, tag="f"):
+class FundingMark(_Event, tag="f", frozen=True):
     """Mark, index and the current funding estimate.
 
     ``funding_rate`` is the venue's own rate per ``funding_interval_h`` hours; ``funding_8h`` and
@@ -93,14 +93,14 @@ class FundingMark(_Event, tag="f"):
         return (self.mark_price / self.index_price - 1.0) * 1e4 if self.index_price > 0 else 0.0
 
 
-class OpenInterest(_Event, tag="o"):
+class OpenInterest(_Event, tag="o", frozen=True):
     """Open interest of one side (longs = shorts), in base units and in USD at the mark or last price."""
 
     oi_base: float
     oi_usd: float
 
 
-class Depth(_Event, tag="d"):
+class Depth(_Event, tag="d", frozen=True):
     """Order-book liquidity near mid.
 
     ``bid_usd[i]`` / ``ask_usd[i]`` are the notionals resting within ``DEPTH_BANDS_BPS[i]`` of mid.

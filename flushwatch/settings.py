@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,22 +74,22 @@ class BinanceSettings(_Section):
     market_url: str = "wss://fstream.binance.com/market"
     public_url: str = "wss://fstream.binance.com/public"
     rest_url: str = "https://fapi.binance.com"
-    liquidation_stream: str = Field("all", pattern="^(all|per_symbol)$")
+    liquidation_stream: str = Field(default="all", pattern="^(all|per_symbol)$")
     """``all`` subscribes ``!forceOrder@arr`` (every symbol, filtered locally); ``per_symbol`` subscribes
     ``<symbol>@forceOrder`` for the watchlist only."""
-    streams_per_connection: int = Field(200, ge=1, le=1024)
-    oi_poll_interval_s: float = Field(10.0, gt=0)
+    streams_per_connection: int = Field(default=200, ge=1, le=1024)
+    oi_poll_interval_s: float = Field(default=10.0, gt=0)
     """Target interval between two open-interest polls of one symbol; stretched when the used weight
     approaches ``oi_weight_budget``."""
-    oi_weight_budget: int = Field(1200, ge=10)
+    oi_weight_budget: int = Field(default=1200, ge=10)
     """Request weight per minute the poller may use (Binance allows 2400 per IP)."""
-    max_frame_bytes: int = Field(1 << 20, ge=1024)
-    stale_after_s: float = Field(30.0, gt=0)
+    max_frame_bytes: int = Field(default=1 << 20, ge=1024)
+    stale_after_s: float = Field(default=30.0, gt=0)
     """A connection that delivered no message for this long is replaced (a retired URL never pushes)."""
-    max_connection_age_s: float = Field(23.5 * 3600, gt=0)
+    max_connection_age_s: float = Field(default=23.5 * 3600, gt=0)
     """Reconnect proactively before Binance's 24-hour limit."""
-    backoff_initial_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
 
     @field_validator("symbols")
     @classmethod
@@ -92,59 +100,59 @@ class BinanceSettings(_Section):
 class WriterSettings(_Section):
     """The single Redis writer that drains the collectors' queue."""
 
-    batch_max_events: int = Field(512, ge=1, le=10_000)
-    flush_interval_ms: float = Field(5.0, gt=0)
-    queue_max_events: int = Field(200_000, ge=100)
+    batch_max_events: int = Field(default=512, ge=1, le=10_000)
+    flush_interval_ms: float = Field(default=5.0, gt=0)
+    queue_max_events: int = Field(default=200_000, ge=100)
     """Bound of the in-memory queue between receive loops and the writer; beyond it events are dropped and
     counted (``flushwatch_writer_dropped_events_total{reason="queue_full"}``)."""
-    buffer_max_events: int = Field(1_000_000, ge=100)
+    buffer_max_events: int = Field(default=1_000_000, ge=100)
     """How many events the writer keeps while Redis is unreachable before it drops the oldest, counted."""
-    retry_max_s: float = Field(5.0, gt=0)
-    events_maxlen: int = Field(100_000, ge=100)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    events_maxlen: int = Field(default=100_000, ge=100)
     """``MAXLEN ~`` of each events stream, in entries (each entry is a batch of up to ``batch_max_events``)."""
-    signals_maxlen: int = Field(100_000, ge=100)
+    signals_maxlen: int = Field(default=100_000, ge=100)
 
 
 class DetectorSettings(_Section):
     """Thresholds of the first detector: policy as data. Times are event-time seconds."""
 
-    eval_interval_s: float = Field(1.0, gt=0)
-    read_count: int = Field(512, ge=1)
-    block_ms: int = Field(100, ge=1, le=2000)
+    eval_interval_s: float = Field(default=1.0, gt=0)
+    read_count: int = Field(default=512, ge=1)
+    block_ms: int = Field(default=100, ge=1, le=2000)
     # liquidation intensity
-    liq_fast_tau_s: float = Field(60.0, gt=0)
-    liq_slow_tau_s: float = Field(6 * 3600.0, gt=0)
-    liq_floor_usd_min: float = Field(10_000.0, gt=0)
-    liq_trigger_ratio: float = Field(6.0, gt=1)
-    trigger_hold_s: float = Field(10.0, ge=0)
-    cascade_ratio: float = Field(10.0, gt=1)
-    cascade_liq_share: float = Field(0.15, gt=0, le=1)
-    cascade_oi_drop: float = Field(0.005, gt=0)
-    exhaust_ratio: float = Field(2.0, gt=0)
-    exhaust_hold_s: float = Field(60.0, ge=0)
-    oi_purge: float = Field(0.05, gt=0)
+    liq_fast_tau_s: float = Field(default=60.0, gt=0)
+    liq_slow_tau_s: float = Field(default=6 * 3600.0, gt=0)
+    liq_floor_usd_min: float = Field(default=10_000.0, gt=0)
+    liq_trigger_ratio: float = Field(default=6.0, gt=1)
+    trigger_hold_s: float = Field(default=10.0, ge=0)
+    cascade_ratio: float = Field(default=10.0, gt=1)
+    cascade_liq_share: float = Field(default=0.15, gt=0, le=1)
+    cascade_oi_drop: float = Field(default=0.005, gt=0)
+    exhaust_ratio: float = Field(default=2.0, gt=0)
+    exhaust_hold_s: float = Field(default=60.0, ge=0)
+    oi_purge: float = Field(default=0.05, gt=0)
     """Open interest down this fraction from the episode's start counts as purged."""
     funding_neutral_8h: float = 0.0001
-    flushed_hold_s: float = Field(300.0, ge=0)
-    episode_timeout_s: float = Field(1800.0, gt=0)
+    flushed_hold_s: float = Field(default=300.0, ge=0)
+    episode_timeout_s: float = Field(default=1800.0, gt=0)
     # shock
-    shock_z1: float = Field(3.0, gt=0)
-    shock_z5: float = Field(4.0, gt=0)
-    shock_min_move: float = Field(0.003, ge=0)
-    shock_imbalance: float = Field(0.2, ge=0, le=1)
-    shock_timeout_s: float = Field(600.0, gt=0)
-    flow_tau_s: float = Field(60.0, gt=0)
-    vol_halflife_s: float = Field(3600.0, gt=0)
-    vol_floor_1m: float = Field(0.001, gt=0)
+    shock_z1: float = Field(default=3.0, gt=0)
+    shock_z5: float = Field(default=4.0, gt=0)
+    shock_min_move: float = Field(default=0.003, ge=0)
+    shock_imbalance: float = Field(default=0.2, ge=0, le=1)
+    shock_timeout_s: float = Field(default=600.0, gt=0)
+    flow_tau_s: float = Field(default=60.0, gt=0)
+    vol_halflife_s: float = Field(default=3600.0, gt=0)
+    vol_floor_1m: float = Field(default=0.001, gt=0)
     # overheating
-    overheat_hot: float = Field(60.0, ge=0, le=100)
-    overheat_exit: float = Field(50.0, ge=0, le=100)
-    funding_hot_8h: float = Field(0.0005, gt=0)
-    premium_hot_bps: float = Field(10.0, gt=0)
-    oi_build_full: float = Field(0.15, gt=0)
-    weight_funding: float = Field(0.45, ge=0)
-    weight_premium: float = Field(0.25, ge=0)
-    weight_oi_build: float = Field(0.30, ge=0)
+    overheat_hot: float = Field(default=60.0, ge=0, le=100)
+    overheat_exit: float = Field(default=50.0, ge=0, le=100)
+    funding_hot_8h: float = Field(default=0.0005, gt=0)
+    premium_hot_bps: float = Field(default=10.0, gt=0)
+    oi_build_full: float = Field(default=0.15, gt=0)
+    weight_funding: float = Field(default=0.45, ge=0)
+    weight_premium: float = Field(default=0.25, ge=0)
+    weight_oi_build: float = Field(default=0.30, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> DetectorSettings:
@@ -169,15 +177,15 @@ class Settings(BaseSettings):
     """``mqtt://[user:pass@]host:port``; unset starts a private mosquitto if one is installed, else MQTT is off."""
     mqtt_prefix: str = "flushwatch/v1"
     mqtt_client_id: str = "flushwatch"
-    mqtt_queue_max: int = Field(10_000, ge=10)
+    mqtt_queue_max: int = Field(default=10_000, ge=10)
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(9464, ge=0, le=65535)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
     """0 disables the metrics server."""
-    shards: int = Field(1, ge=1, le=1024)
-    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    binance: BinanceSettings = BinanceSettings()
-    writer: WriterSettings = WriterSettings()
-    detector: DetectorSettings = DetectorSettings()
+    shards: int = Field(default=1, ge=1, le=1024)
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    binance: BinanceSettings = Field(default_factory=BinanceSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @field_validator("redis_url")
     @classmethod
