@@ -14,13 +14,13 @@ from typing import Final
 
 os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
 
-from prometheus_client import Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client import Counter, Gauge, Histogram
 
 FEED_MESSAGES: Final = Counter(
     "flushwatch_feed_messages_total", "Frames received from a venue, accepted or not.", ["venue"]
 )
 FEED_EVENTS: Final = Counter(
-    "flushwatch_feed_events_total", "Normalised events produced from venue frames.", ["venue", "kind"]
+    "flushwatch_feed_events_total", "Normalised events produced from venue frames.", ["venue"]
 )
 FEED_REJECTED: Final = Counter(
     "flushwatch_feed_rejected_messages_total",

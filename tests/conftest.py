@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,10 @@ def redis_server() -> Iterator[RunningServer]:
 def mosquitto() -> Iterator[RunningServer]:
     """A private mosquitto broker on a free port, one per test."""
     yield from _server(start_mosquitto)
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait for a condition that no event signals (state in another task or server), with a deadline."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - the condition lives outside this loop's reach
+            await asyncio.sleep(0.01)

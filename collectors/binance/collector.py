@@ -1,0 +1,51 @@
+"""Binance USDⓈ-M: the connections of the watchlist plus the open-interest poller, feeding one queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from collectors.base import FeedConnection, FeedPolicy, FrameSink
+from collectors.binance.oi_poller import OpenInterestPoller
+from collectors.binance.parse import BinanceParser
+from collectors.binance.spec import connection_plans, subscribe_messages
+from collectors.queue import EventQueue
+from flushwatch.backoff import jittered_exponential
+from flushwatch.settings import BinanceSettings
+
+VENUE = "binance"
+
+
+class NumberedSubscribes:
+    """Subscribe ids keep increasing across reconnects, so an ack can never be mistaken for an older one."""
+
+    def __init__(self) -> None:
+        self._next_id = 1
+
+    def __call__(self, streams: Sequence[str]) -> list[str]:
+        messages = subscribe_messages(streams, self._next_id)
+        self._next_id += len(messages)
+        return messages
+
+
+class BinanceCollector:
+    def __init__(self, settings: BinanceSettings, queue: EventQueue) -> None:
+        self.parser = BinanceParser(settings.symbols, max_frame_bytes=settings.max_frame_bytes)
+        self.sink = FrameSink(VENUE, self.parser.parse, queue)
+        policy = FeedPolicy(
+            stale_after_s=settings.stale_after_s,
+            max_connection_age_s=settings.max_connection_age_s,
+            max_frame_bytes=settings.max_frame_bytes,
+            backoff=jittered_exponential(settings.backoff_initial_s, settings.backoff_max_s),
+        )
+        self.connections = [
+            FeedConnection(VENUE, plan.name, plan.url, plan.streams, NumberedSubscribes(), self.sink, policy)
+            for plan in connection_plans(settings)
+        ]
+        self.poller = OpenInterestPoller(settings, self.parser, self.sink.accept)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            for connection in self.connections:
+                group.create_task(connection.run(stop))
+            group.create_task(self.poller.run(stop))
