@@ -101,6 +101,9 @@ def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = 
         pwfile.touch()
         for user, password in passwords.items():
             subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, password], check=True, capture_output=True)
+        # mosquitto started as root drops to the "mosquitto" user, which must be able to read the file.
+        workdir.chmod(0o755)
+        pwfile.chmod(0o644)
         conf += ["allow_anonymous false", f"password_file {pwfile}"]
     else:
         conf.append("allow_anonymous true")

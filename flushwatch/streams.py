@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
+from redis.typing import EncodableT, FieldT
 
 from flushwatch.events import Event
 from flushwatch.signals import Signal
@@ -48,7 +49,7 @@ def signals_key(shard: int) -> str:
     return f"fw:{{s{shard}}}:signals"
 
 
-def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[bytes, bytes]:
+def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[FieldT, EncodableT]:
     """The fields of one stream entry carrying ``items``."""
     return {b"v": ENCODING_VERSION, b"n": str(len(items)).encode(), b"b": _event_encoder.encode(items)}
 
@@ -85,6 +86,6 @@ def entries_of(reply: Any) -> Iterable[tuple[str, bytes, dict[Any, Any]]]:
         name = stream.decode() if isinstance(stream, bytes) else str(stream)
         for entry in entries:
             entry_id, fields = entry[0], entry[1]
-            if fields is None:  # an entry trimmed away while pending
-                continue
-            yield name, entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(), fields
+            # An entry trimmed away while pending comes back without fields; it is yielded empty so the
+            # consumer rejects it (counted) and acknowledges it instead of leaving it pending forever.
+            yield name, entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(), fields or {}

@@ -8,13 +8,13 @@ from the detector's snapshots (``alerts.exporter``). Labels are limited to ``ven
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Final
 
-os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from prometheus_client import Counter, Gauge, Histogram
+# A *_created series per counter doubles the scrape for a timestamp nobody alerts on.
+disable_created_metrics()
 
 FEED_MESSAGES: Final = Counter(
     "flushwatch_feed_messages_total", "Frames received from a venue, accepted or not.", ["venue"]

@@ -1,0 +1,196 @@
+"""``/metrics`` and ``/healthz``, and the per-asset metrics built from the detector's newest snapshots.
+
+The HTTP server is the standard library's threaded WSGI server on its own daemon thread (what
+``prometheus_client.start_http_server`` uses), not an asyncio server: a scrape serialises every metric,
+and on a thread it cannot delay the event loop that consumes the signals stream. ``/metrics`` is
+prometheus_client's own WSGI app (content negotiation, gzip, ``name[]`` filters); ``/healthz`` is added
+beside it.
+
+Per-asset metrics (:class:`AssetStateCollector`), all computed at scrape time from the newest snapshot of
+each asset; a feature that is missing or not finite is left out rather than exported as ``NaN``:
+
+* ``flushwatch_stage{asset,side}`` -- stage 0..7 of the side's positions (names in ``flushwatch.signals``);
+* ``flushwatch_overheat_score{asset,side}`` -- overheating score on a 0..100 scale (a score, not a ratio);
+* ``flushwatch_price_usd``, ``flushwatch_funding_rate_8h_ratio``, ``flushwatch_open_interest_usd``,
+  ``flushwatch_premium_ratio``, ``flushwatch_spread_ratio``, ``flushwatch_depth_1pct_usd`` -- ``{asset}``;
+* ``flushwatch_liquidation_rate_usd{asset,side}`` -- liquidated notional per minute (detector's fast average);
+* ``flushwatch_liquidations_usd_total{asset,side}``, ``flushwatch_taker_volume_usd_total{asset,side}``,
+  ``flushwatch_asset_events_total{asset}`` -- counters since the detector started (a restart is a reset);
+* ``flushwatch_asset_state_timestamp_seconds{asset}`` -- event time of the snapshot, for staleness alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import flushwatch
+import flushwatch.telemetry  # registers the shared process metrics served on /metrics
+from flushwatch.signals import AssetState
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], tuple[bool, str]]
+"""Returns (healthy, message); ``/healthz`` answers 200 or 503 with the message."""
+
+BUILD_INFO: Final = Gauge("flushwatch_build_info", "Always 1; the version is a label.", ["version"])
+BUILD_INFO.labels(version=flushwatch.__version__).set(1)
+
+_ASSET_GAUGES: Final[tuple[tuple[str, str, str, float], ...]] = (
+    # (metric, help, feature, scale to base units)
+    ("flushwatch_price_usd", "Last trade price.", "price", 1.0),
+    ("flushwatch_funding_rate_8h_ratio", "Funding rate per 8 hours as a fraction (0.0001 = 0.01 %).",
+     "funding_8h", 1.0),
+    ("flushwatch_open_interest_usd", "Open interest in USD.", "oi_usd", 1.0),
+    ("flushwatch_premium_ratio", "Premium of the mark price over the index, as a fraction.", "premium_bps", 1e-4),
+    ("flushwatch_spread_ratio", "Bid-ask spread as a fraction of the mid price.", "spread_bps", 1e-4),
+    ("flushwatch_depth_1pct_usd", "Order-book depth within 1 % of the mid price, in USD.", "depth1_usd", 1.0),
+)
+_SIDE_GAUGES: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
+    # (metric, help, {side label: feature})
+    ("flushwatch_liquidation_rate_usd", "Liquidated notional per minute by position side (fast average).",
+     {"long": "liq_rate_long", "short": "liq_rate_short"}),
+)
+_SIDE_COUNTERS: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
+    # (metric, help, {side label: key of AssetState.totals})
+    ("flushwatch_liquidations_usd_total", "Liquidated notional since the detector started, by position side.",
+     {"long": "liq_usd_long", "short": "liq_usd_short"}),
+    ("flushwatch_taker_volume_usd_total", "Traded notional since the detector started, by taker side.",
+     {"buy": "trade_usd_buy", "sell": "trade_usd_sell"}),
+)
+
+
+def _value(values: dict[str, float], key: str, scale: float = 1.0) -> float | None:
+    value = values.get(key)
+    return value * scale if value is not None and math.isfinite(value) else None
+
+
+class AssetStateCollector(Collector):
+    """Holds the newest ``AssetState`` per asset and renders it at scrape time (on the server's thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, AssetState] = {}
+
+    def update(self, state: AssetState) -> None:
+        with self._lock:
+            self._states[state.asset] = state
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            states = sorted(self._states.values(), key=lambda s: s.asset)
+        stage = GaugeMetricFamily("flushwatch_stage", "Flush stage 0..7 of the positions of one side.",
+                                  labels=["asset", "side"])
+        score = GaugeMetricFamily("flushwatch_overheat_score", "Overheating score of one side, 0..100.",
+                                  labels=["asset", "side"])
+        stamp = GaugeMetricFamily("flushwatch_asset_state_timestamp_seconds",
+                                  "Event time of the newest detector snapshot of the asset.", labels=["asset"])
+        events = CounterMetricFamily("flushwatch_asset_events_total",
+                                     "Events the detector processed for the asset since it started.",
+                                     labels=["asset"])
+        for state in states:
+            for side in (state.long, state.short):
+                if math.isfinite(side.overheat_score):
+                    score.add_metric([state.asset, side.side], side.overheat_score)
+                stage.add_metric([state.asset, side.side], side.stage)
+            stamp.add_metric([state.asset], state.ts / 1e9)
+            if (count := _value(state.totals, "events")) is not None:
+                events.add_metric([state.asset], count)
+        yield from (stage, score, stamp, events)
+        for name, help_text, feature, scale in _ASSET_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=["asset"])
+            for state in states:
+                if (value := _value(state.features, feature, scale)) is not None:
+                    family.add_metric([state.asset], value)
+            yield family
+        for name, help_text, features in _SIDE_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=["asset", "side"])
+            self._per_side(family, states, features, lambda s: s.features)
+            yield family
+        for name, help_text, keys in _SIDE_COUNTERS:
+            counter = CounterMetricFamily(name, help_text, labels=["asset", "side"])
+            self._per_side(counter, states, keys, lambda s: s.totals)
+            yield counter
+
+    @staticmethod
+    def _per_side(
+        family: GaugeMetricFamily | CounterMetricFamily,
+        states: Iterable[AssetState],
+        keys: dict[str, str],
+        source: Callable[[AssetState], dict[str, float]],
+    ) -> None:
+        for state in states:
+            for side, key in keys.items():
+                if (value := _value(source(state), key)) is not None:
+                    family.add_metric([state.asset, side], value)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds are not news
+        pass
+
+
+class _Server6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """Serves ``/metrics`` from ``registry`` and ``/healthz`` from ``health`` on ``host:port``.
+
+    ``port`` 0 binds a free port (read it back from ``.port``); the daemon does not start the server at
+    all when its setting is 0.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, registry: CollectorRegistry = REGISTRY, health: HealthCheck | None = None
+    ) -> None:
+        self._metrics = make_wsgi_app(registry)
+        self._health = health
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        server_class = _Server6 if family == socket.AF_INET6 else ThreadingWSGIServer
+        self._server = make_server(host, port, self._app, server_class, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics(environ, start_response)
+        if path == "/healthz":
+            healthy, message = self._check()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [message.encode() + b"\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"see /metrics and /healthz\n"]
+
+    def _check(self) -> tuple[bool, str]:
+        if self._health is None:
+            return True, "ok"
+        try:
+            return self._health()
+        except Exception as exc:  # a failing check is an unhealthy answer, not a dead server
+            log.exception("health check failed")
+            return False, f"health check failed: {exc!r}"

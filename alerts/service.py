@@ -1,0 +1,193 @@
+"""The alert role's loop: detector signals from Redis -> exporter snapshot + MQTT state and events.
+
+Per read batch (one XREADGROUP reply over all shards):
+
+* every ``StageChange`` becomes an ``EventPayload`` on ``<asset>/events``, in stream order, unless the
+  cooldown holds it back (transitions only -- the detector emits nothing else -- escalations at once, a same
+  or lower stage of the same asset and side only ``cooldown_s`` of event time after the last published one);
+* the newest ``AssetState`` of each asset updates the exporter and becomes one retained ``<asset>/state``
+  message (the detector sends a snapshot with every change, so the state follows its events);
+* then the batch is acknowledged: every message is in the sink's outbox by then, and an entry that could not
+  be decoded is counted, logged and acknowledged too, so it cannot come back.
+
+On start the consumer first re-reads its own pending entries (id ``0``): a batch read but not acknowledged
+before a crash or a Redis error is processed again, and its events keep their idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import KeyT, StreamIdT
+
+from alerts.exporter import AssetStateCollector
+from alerts.models import EventPayload, StatePayload, events_topic, state_topic
+from alerts.mqtt import AlertSink
+from flushwatch.signals import AssetState, StageChange
+from flushwatch.streams import ALERTS_GROUP, decode_signals, entries_of, signals_key
+from flushwatch.telemetry import PIPELINE_LATENCY, WRITER_ERRORS, RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+SIGNALS_REJECTED: Final = Counter(
+    "flushwatch_alerts_rejected_signals_total",
+    "Signal stream entries (undecodable) or signals (invalid) the alert role could not use.",
+    ["reason"],
+)
+EVENTS_SUPPRESSED: Final = Counter(
+    "flushwatch_alerts_suppressed_events_total", "Stage changes not published as events, by reason.", ["reason"]
+)
+
+_PENDING: Final = "0"
+_NEW: Final = ">"
+
+
+class Cooldown:
+    """Admits a stage change if it escalates, or if ``seconds`` of event time passed since the last admitted
+    change of the same asset and side."""
+
+    def __init__(self, seconds: float) -> None:
+        self._window_ns = int(seconds * 1e9)
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def admit(self, change: StageChange) -> bool:
+        key = (change.asset, change.side)
+        last = self._last.get(key)
+        if last is not None and change.stage <= last[0] and change.ts - last[1] < self._window_ns:
+            return False
+        self._last[key] = (change.stage, change.ts)
+        return True
+
+
+def _age_s(ts_recv: int) -> float:
+    return max(0.0, (time.time_ns() - ts_recv) / 1e9)
+
+
+class AlertService:
+    """Consumes ``signals_key(shard)`` of ``shards`` as ``consumer`` in group ``ALERTS_GROUP``.
+
+    ``sink`` None runs without MQTT (exporter only). ``ready`` is set once the consumer groups exist: the
+    groups start at the stream's end (``$``), so signals written before the first ever start are not replayed.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        shards: Sequence[int],
+        sink: AlertSink | None,
+        exporter_state: AssetStateCollector,
+        *,
+        consumer: str,
+        read_count: int = 256,
+        block_ms: int = 100,
+        cooldown_s: float = 300.0,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        if not 1 <= block_ms <= 2000:
+            raise ValueError("block_ms must be within 1..2000 (below the client's 5 s socket timeout)")
+        self._redis = redis
+        self._keys = [signals_key(shard) for shard in shards]
+        self._sink = sink
+        self._exporter = exporter_state
+        self._consumer = consumer
+        self._read_count = read_count
+        self._block_ms = block_ms
+        self._cooldown = Cooldown(cooldown_s)
+        self._retry_max_s = retry_max_s
+        self._cursors: dict[KeyT, StreamIdT] = {}
+        self._warn = RateLimitedLog(log)
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in hand is finished and acknowledged first."""
+        groups_exist = False
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not groups_exist:
+                    await self._create_groups()
+                    groups_exist = True
+                    self.ready.set()
+                reply = await self._redis.xreadgroup(
+                    ALERTS_GROUP, self._consumer, self._cursors, count=self._read_count, block=self._block_ms
+                )
+                await self._process(reply)
+                failures = 0
+            except RedisError as exc:
+                # Redis may have restarted without its data: recreate the groups, re-read what is pending.
+                groups_exist = False
+                WRITER_ERRORS.labels(role="alerts").inc()
+                self._warn.warning("redis", "alerts: Redis error, retrying: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(self._retry_max_s, 0.1 * 2.0 ** min(failures, 16)))
+                failures += 1
+
+    async def _create_groups(self) -> None:
+        for key in self._keys:
+            try:
+                await self._redis.xgroup_create(key, ALERTS_GROUP, id="$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._cursors = {key: _PENDING for key in self._keys}
+
+    async def _process(self, reply: Any) -> None:
+        acks: dict[str, list[bytes]] = {}
+        snapshots: dict[str, AssetState] = {}
+        for stream, entry_id, fields in entries_of(reply):
+            acks.setdefault(stream, []).append(entry_id)
+            try:
+                signals = decode_signals(fields)
+            except ValueError as exc:  # msgspec.DecodeError is one
+                self._reject("undecodable", "entry %r of %s: %s", entry_id, stream, exc)
+                continue
+            for signal in signals:
+                if isinstance(signal, StageChange):
+                    await self._on_change(signal)
+                else:
+                    snapshots[signal.asset] = signal
+        for state in snapshots.values():
+            await self._on_state(state)
+        for key, cursor in self._cursors.items():
+            if cursor == _PENDING and key not in acks:  # own pending entries all re-processed
+                self._cursors[key] = _NEW
+        for stream, ids in acks.items():
+            await self._redis.xack(stream, ALERTS_GROUP, *ids)
+
+    async def _on_change(self, change: StageChange) -> None:
+        if self._sink is None:
+            return
+        try:
+            payload = EventPayload.from_signal(change)
+        except ValueError as exc:
+            self._reject("invalid", "stage change of %r: %s", change.asset, exc)
+            return
+        if not self._cooldown.admit(change):
+            EVENTS_SUPPRESSED.labels(reason="cooldown").inc()
+            return
+        await self._sink.publish(events_topic(change.asset), payload.encode(), retain=False, kind="event")
+        PIPELINE_LATENCY.labels(sink="mqtt").observe(_age_s(change.ts_recv))
+
+    async def _on_state(self, state: AssetState) -> None:
+        self._exporter.update(state)
+        PIPELINE_LATENCY.labels(sink="metrics").observe(_age_s(state.ts_recv))
+        if self._sink is None:
+            return
+        try:
+            payload = StatePayload.from_signal(state)
+        except ValueError as exc:
+            self._reject("invalid", "snapshot of %r: %s", state.asset, exc)
+            return
+        await self._sink.publish(state_topic(state.asset), payload.encode(), retain=True, kind="state")
+
+    def _reject(self, reason: str, msg: str, *args: object) -> None:
+        SIGNALS_REJECTED.labels(reason=reason).inc()
+        self._warn.warning(reason, "alerts: dropped %s signal: " + msg, reason, *args)
