@@ -107,10 +107,11 @@ class AlertService:
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in hand is finished and acknowledged first."""
+        """Process batches until ``stop`` is set and a read finds nothing more: what the detector emitted
+        while shutting down is still published."""
         groups_exist = False
         failures = 0
-        while not stop.is_set():
+        while True:
             try:
                 if not groups_exist:
                     await self._create_groups()
@@ -119,9 +120,13 @@ class AlertService:
                 reply = await self._redis.xreadgroup(
                     ALERTS_GROUP, self._consumer, self._cursors, count=self._read_count, block=self._block_ms
                 )
-                await self._process(reply)
+                drained = not await self._process(reply) and _PENDING not in self._cursors.values()
+                if drained and stop.is_set():
+                    return
                 failures = 0
             except RedisError as exc:
+                if stop.is_set():
+                    return
                 # Redis may have restarted without its data: recreate the groups, re-read what is pending.
                 groups_exist = False
                 WRITER_ERRORS.labels(role="alerts").inc()
@@ -139,7 +144,8 @@ class AlertService:
                     raise
         self._cursors = {key: _PENDING for key in self._keys}
 
-    async def _process(self, reply: Any) -> None:
+    async def _process(self, reply: Any) -> int:
+        """Handle one read; returns how many entries it held."""
         acks: dict[str, list[bytes]] = {}
         snapshots: dict[str, AssetState] = {}
         for stream, entry_id, fields in entries_of(reply):
@@ -161,6 +167,7 @@ class AlertService:
                 self._cursors[key] = _NEW
         for stream, ids in acks.items():
             await self._redis.xack(stream, ALERTS_GROUP, *ids)
+        return sum(len(ids) for ids in acks.values())
 
     async def _on_change(self, change: StageChange) -> None:
         if self._sink is None:
