@@ -22,40 +22,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiomqtt
 
 from alerts.models import STATUS_TOPIC, StatusPayload
+from flushwatch.backoff import Backoff, jittered_exponential
 from flushwatch.settings import MqttTarget
 from flushwatch.telemetry import MQTT_CONNECTED, MQTT_DROPPED, MQTT_PUBLISHED, MQTT_QUEUED, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-Backoff = Callable[[int], float]
-"""Seconds to wait before reconnect attempt ``n`` (0 after the first failure)."""
-
-
 class AlertSink(Protocol):
     async def publish(self, topic_suffix: str, payload: bytes, *, retain: bool, kind: str) -> None:
         """Accept a message for delivery to ``<prefix>/<topic_suffix>``; returns once it is queued."""
         ...
-
-
-def jittered_backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> Backoff:
-    """Exponential backoff capped at ``cap``, each delay drawn from its upper half so that many clients
-    restarted together do not reconnect in step."""
-    draw = rng or random.Random()
-
-    def delay(attempt: int) -> float:
-        return min(cap, initial * 2.0 ** min(attempt, 62)) * draw.uniform(0.5, 1.0)
-
-    return delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +117,7 @@ class MqttPublisher:
         self._target = target
         self._prefix = prefix.rstrip("/")
         self._client_id = client_id
-        self._backoff = backoff or jittered_backoff()
+        self._backoff = backoff or jittered_exponential(0.5, 30.0)
         self._keepalive = keepalive
         self._publish_timeout = publish_timeout
         self._outbox = _Outbox(queue_max)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import signal
 import sys
 import uuid
@@ -18,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 import flushwatch
-from alerts.mqtt import MqttPublisher, jittered_backoff
+from alerts.mqtt import MqttPublisher
 from flushwatch.servers import RunningServer, free_port, start_mosquitto
 from flushwatch.settings import MqttTarget
 
@@ -265,11 +264,3 @@ async def test_publish_rejects_wildcard_topics(mosquitto: RunningServer) -> None
     await publisher.close()
 
 
-def test_jittered_backoff_grows_to_the_cap_within_its_upper_half() -> None:
-    delay = jittered_backoff(initial=0.5, cap=30.0, rng=random.Random(7))
-    for attempt in range(12):
-        nominal = min(30.0, 0.5 * 2**attempt)
-        draws = [delay(attempt) for _ in range(50)]
-        assert all(nominal / 2 <= d <= nominal for d in draws)
-        assert len(set(draws)) > 1  # jittered, not a fixed schedule
-    assert 15.0 <= delay(10_000) <= 30.0
