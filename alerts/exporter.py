@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 import flushwatch
 import flushwatch.telemetry  # registers the shared process metrics served on /metrics
-from flushwatch.signals import AssetState
+from flushwatch.signals import EVENT_COUNT_KEYS, AssetState
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ _SIDE_GAUGES: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
 _SIDE_COUNTERS: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
     # (metric, help, {side label: key of AssetState.totals})
     ("flushwatch_liquidations_usd_total", "Liquidated notional since the detector started, by position side.",
-     {"long": "liq_usd_long", "short": "liq_usd_short"}),
+     {"long": "liq_long_usd", "short": "liq_short_usd"}),
     ("flushwatch_taker_volume_usd_total", "Traded notional since the detector started, by taker side.",
-     {"buy": "trade_usd_buy", "sell": "trade_usd_sell"}),
+     {"buy": "taker_buy_usd", "sell": "taker_sell_usd"}),
 )
 
 
@@ -96,16 +96,17 @@ class AssetStateCollector(Collector):
         stamp = GaugeMetricFamily("flushwatch_asset_state_timestamp_seconds",
                                   "Event time of the newest detector snapshot of the asset.", labels=["asset"])
         events = CounterMetricFamily("flushwatch_asset_events_total",
-                                     "Events the detector processed for the asset since it started.",
-                                     labels=["asset"])
+                                     "Events the detector processed for the asset since it started, by kind.",
+                                     labels=["asset", "kind"])
         for state in states:
             for side in (state.long, state.short):
                 if math.isfinite(side.overheat_score):
                     score.add_metric([state.asset, side.side], side.overheat_score)
                 stage.add_metric([state.asset, side.side], side.stage)
             stamp.add_metric([state.asset], state.ts / 1e9)
-            if (count := _value(state.totals, "events")) is not None:
-                events.add_metric([state.asset], count)
+            for kind in EVENT_COUNT_KEYS:
+                if (count := _value(state.totals, kind)) is not None:
+                    events.add_metric([state.asset, kind], count)
         yield from (stage, score, stamp, events)
         for name, help_text, feature, scale in _ASSET_GAUGES:
             family = GaugeMetricFamily(name, help_text, labels=["asset"])

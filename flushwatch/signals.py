@@ -27,6 +27,12 @@ reported as ``overheated`` when the overheating score is in its hot band."""
 
 OVERHEATED_NAME: Final = "overheated"
 
+EVENT_COUNT_KEYS: Final = ("trades", "liquidations", "funding_marks", "open_interest", "depth")
+"""Keys of ``AssetState.totals`` counting the events of each kind the detector processed."""
+TOTAL_KEYS: Final = ("liq_long_usd", "liq_short_usd", "taker_buy_usd", "taker_sell_usd", *EVENT_COUNT_KEYS)
+"""Every key of ``AssetState.totals``: liquidated notional by position side, traded notional by taker side,
+event counts by kind; all cumulative since the detector started."""
+
 
 def stage_name(stage: int, overheated: bool) -> str:
     if stage == 0 and overheated:
@@ -57,7 +63,7 @@ class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
     features: dict[str, float]
     """Current feature values: price, returns, volatility, liquidation rates, funding, OI changes, depth."""
     totals: dict[str, float]
-    """Cumulative counters since start: liquidation USD per side, trade USD per taker side, event counts."""
+    """Cumulative counters since start, keyed by ``TOTAL_KEYS``."""
 
 
 class StageChange(msgspec.Struct, frozen=True, gc=False, tag="change"):

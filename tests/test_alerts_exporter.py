@@ -65,7 +65,7 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 
 def test_metrics_expose_the_newest_state_per_asset(collector: AssetStateCollector) -> None:
-    collector.update(asset_state("BTC", features={"price": 1.0}, totals={"liq_usd_long": 1.0}))
+    collector.update(asset_state("BTC", features={"price": 1.0}, totals={"liq_long_usd": 1.0}))
     collector.update(asset_state(
         "BTC",
         long_stage=3,
@@ -74,8 +74,8 @@ def test_metrics_expose_the_newest_state_per_asset(collector: AssetStateCollecto
             "price": 63_000.5, "funding_8h": 0.0003, "oi_usd": 9.5e9, "premium_bps": 5.0, "spread_bps": 0.2,
             "depth1_usd": 4.2e7, "liq_rate_long": 250_000.0, "liq_rate_short": 0.0, "z1": 3.3,
         },
-        totals={"liq_usd_long": 1.5e6, "liq_usd_short": 2.0e4, "trade_usd_buy": 7e8, "trade_usd_sell": 8e8,
-                "events": 123_456.0},
+        totals={"liq_long_usd": 1.5e6, "liq_short_usd": 2.0e4, "taker_buy_usd": 7e8, "taker_sell_usd": 8e8,
+                "trades": 123_456.0},
     ))
     collector.update(asset_state("ETH", short_stage=1, features={"price": 2_500.0, "oi_usd": math.nan,
                                                                   "funding_8h": math.inf}))
@@ -104,7 +104,7 @@ def test_metrics_expose_the_newest_state_per_asset(collector: AssetStateCollecto
         key("flushwatch_liquidations_usd_total", asset="BTC", side="short"): 2.0e4,
         key("flushwatch_taker_volume_usd_total", asset="BTC", side="buy"): 7e8,
         key("flushwatch_taker_volume_usd_total", asset="BTC", side="sell"): 8e8,
-        key("flushwatch_asset_events_total", asset="BTC"): 123_456.0,
+        key("flushwatch_asset_events_total", asset="BTC", kind="trades"): 123_456.0,
         key("flushwatch_build_info", version=flushwatch.__version__): 1.0,
     }
     for name, value in expected.items():
@@ -124,7 +124,7 @@ def test_scrape_passes_promtool(collector: AssetStateCollector) -> None:
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package 'prometheus'); exposition lint skipped")
     collector.update(asset_state("BTC", long_stage=4, features={"price": 1.0, "premium_bps": -3.0},
-                                 totals={"liq_usd_long": 5.0, "events": 2.0}))
+                                 totals={"liq_long_usd": 5.0, "trades": 2.0}))
     server = serve()
     try:
         text, _ = scrape(server)

@@ -48,8 +48,8 @@ def snapshot(asset: str, *, long_stage: int = 0, long_score: float = 20.0, short
         long=SideState("long", long_stage, stage_name(long_stage, False), long_score, episode),
         short=SideState("short", 0, "calm", short_score, ""),
         features={"price": 63_000.0, "funding_8h": 0.0004, "z1": math.nan},
-        totals={"liq_usd_long": 1e6, "liq_usd_short": 0.0, "trade_usd_buy": 5e8, "trade_usd_sell": 6e8,
-                "events": 1000.0},
+        totals={"liq_long_usd": 1e6, "liq_short_usd": 0.0, "taker_buy_usd": 5e8, "taker_sell_usd": 6e8,
+                "trades": 1000.0},
     )
 
 
