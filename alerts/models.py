@@ -168,6 +168,9 @@ class EventPayload(_Payload):
     overheat_score: float = Field(ge=0, le=100)
     ts: str
     ts_ns: int = Field(ge=0)
+    received_ns: int = Field(ge=0)
+    """Local clock (ns) when the frame that triggered this evaluation arrived: ``publish time - received_ns``
+    is the alert's end-to-end latency, which a subscriber can monitor."""
     episode_id: str | None
     evidence: dict[str, float]
     thresholds: dict[str, float]
@@ -187,6 +190,7 @@ class EventPayload(_Payload):
             overheat_score=_score(change.overheat_score),
             ts=iso_utc(change.ts),
             ts_ns=change.ts,
+            received_ns=change.ts_recv,
             episode_id=episode,
             evidence=_finite(change.evidence),
             thresholds=_finite(change.thresholds),

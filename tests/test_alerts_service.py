@@ -171,6 +171,7 @@ async def test_signals_become_state_event_and_metrics(redis_server: RunningServe
 
         event = body(by_topic[f"{PREFIX}/BTC/events"])
         raw_key = f"BTC|long|BTC-long-1|0|3|{ts}".encode()
+        assert 0 < event.pop("received_ns") <= time.time_ns()  # the trigger frame's local receipt time
         assert event == {
             "schema_version": 1, "asset": "BTC", "side": "long", "stage": 3, "stage_from": 0,
             "stage_name": "liquidations_triggered", "overheat_score": 55.5, "ts": "2024-10-01T00:00:05.000000Z",
