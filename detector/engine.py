@@ -1,0 +1,301 @@
+"""The detector role: events streams in, kernels over NumPy state, signals stream out.
+
+The engine runs on event time. Events are applied in stream order, and the stage machine is evaluated at
+every crossing of the ``eval_interval_s`` grid, just before the first event past the boundary is applied.
+Evaluation times therefore depend only on the events, not on how reads happened to be batched, so a
+replay of the same stream yields the same signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from detector.batch import BatchBuilder
+from detector.kernels import apply_batch, evaluate
+from detector.params import pack
+from detector.state import (
+    CHANGED_OVERHEAT,
+    CHANGED_STAGE,
+    F_OVERHEAT_LONG,
+    F_OVERHEAT_SHORT,
+    REJECT_REASONS,
+    SIDE_NAMES,
+    TOTAL_NAMES,
+    DetectorState,
+    allocate,
+    describe,
+    evidence,
+    thresholds,
+)
+from flushwatch.events import Event
+from flushwatch.redis_client import REDIS_ERRORS
+from flushwatch.settings import Settings
+from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
+from flushwatch.streams import (
+    DETECTOR_GROUP,
+    decode_events,
+    encode_batch,
+    entries_of,
+    events_key,
+    shard_of,
+    signals_key,
+)
+from flushwatch.telemetry import (
+    DETECTOR_EVENTS,
+    DETECTOR_LAG,
+    DETECTOR_PENDING,
+    DETECTOR_REJECTED,
+    WRITER_ERRORS,
+    RateLimitedLog,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _grown(state: DetectorState, capacity: int) -> DetectorState:
+    """A state with room for ``capacity`` slots holding the rows of ``state``."""
+    bigger = allocate(capacity)
+    n = state.t_first.shape[0]
+    for new, old in zip(bigger, state, strict=True):
+        new[:n] = old
+    return bigger
+
+
+class Detector:
+    """The event-time core, without I/O: feed events, get signals. Used by the engine and by replays."""
+
+    def __init__(self, settings: Settings, capacity: int = 64) -> None:
+        self._settings = settings
+        self._params = pack(settings.detector)
+        self._thresholds = thresholds(settings.detector)
+        self._grid = settings.detector.eval_interval_s
+        self.state = allocate(capacity)
+        self._active = np.zeros(capacity, dtype=np.bool_)
+        self._recv = np.zeros(capacity, dtype=np.int64)
+        self._slots: dict[str, int] = {}
+        self.assets: list[str] = []
+        self._builder = BatchBuilder()
+        self._next_eval = -math.inf
+        self._trigger_recv = 0
+        self.events = 0
+
+    def _slot(self, asset: str) -> int:
+        slot = self._slots.get(asset)
+        if slot is None:
+            slot = len(self.assets)
+            if slot >= self._active.shape[0]:
+                capacity = 2 * self._active.shape[0]
+                self.state = _grown(self.state, capacity)
+                self._active = np.concatenate([self._active, np.zeros(capacity - slot, np.bool_)])
+                self._recv = np.concatenate([self._recv, np.zeros(capacity - slot, np.int64)])
+            self._slots[asset] = slot
+            self.assets.append(asset)
+        return slot
+
+    def process(self, events: Sequence[Event]) -> list[Signal]:
+        """Apply events in order; returns the signals of every evaluation their times crossed."""
+        signals: list[Signal] = []
+        builder, slots, recv, active = self._builder, self._slots, self._recv, self._active
+        for event in events:
+            t = event.ts_event * 1e-9
+            if t >= self._next_eval:
+                self._apply()
+                if self._next_eval > -math.inf:
+                    self._trigger_recv = event.ts_recv
+                    signals += self._evaluate(self._next_eval)
+                self._next_eval = (math.floor(t / self._grid) + 1) * self._grid
+            slot = slots.get(event.asset)
+            if slot is None:
+                slot = self._slot(event.asset)
+                builder, recv, active = self._builder, self._recv, self._active
+            builder.add(event, slot)
+            if event.ts_recv > recv[slot]:
+                recv[slot] = event.ts_recv
+            active[slot] = True
+        self._apply()
+        self.events += len(events)
+        return signals
+
+    def _apply(self) -> None:
+        if not len(self._builder):
+            return
+        kind, slot, t, v0, v1, v2, v3 = self._builder.columns()
+        rejected = apply_batch(self.state, kind, slot, t, v0, v1, v2, v3, self._params)
+        self._builder.clear()
+        for reason, count in zip(REJECT_REASONS, rejected, strict=True):
+            if count:
+                DETECTOR_REJECTED.labels(reason).inc(int(count))
+
+    def _evaluate(self, now: float) -> list[Signal]:
+        state = self.state
+        evaluate(state, now, self._active, self._params)
+        ts = int(now * 1e9)
+        signals: list[Signal] = []
+        for slot in np.flatnonzero(self._active):
+            asset = self.assets[slot]
+            sides = [self._side(slot, s) for s in (0, 1)]
+            for s in (0, 1):
+                bits = int(state.changed[slot, s])
+                # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing.
+                if bits & CHANGED_STAGE or (bits & CHANGED_OVERHEAT and sides[s].stage == 0):
+                    signals.append(self._change(slot, s, ts, sides[s], bool(bits & CHANGED_STAGE)))
+            signals.append(
+                AssetState(
+                    asset=asset,
+                    ts=ts,
+                    ts_recv=int(self._recv[slot]),
+                    long=sides[0],
+                    short=sides[1],
+                    features=evidence(state, slot),
+                    totals={name: float(v) for name, v in zip(TOTAL_NAMES, state.totals[slot], strict=True)},
+                )
+            )
+        return signals
+
+    def _episode(self, slot: int, s: int) -> str:
+        start = self.state.episode_start[slot, s]
+        if not math.isfinite(start) or self.state.peak_stage[slot, s] == 0:
+            return ""
+        return f"{self.assets[slot]}-{SIDE_NAMES[s]}-{int(start)}"
+
+    def _side(self, slot: int, s: int) -> SideState:
+        state = self.state
+        stage = int(state.stage[slot, s])
+        return SideState(
+            side=SIDE_NAMES[s],  # type: ignore[arg-type]
+            stage=stage,
+            stage_name=stage_name(stage, bool(state.overheated[slot, s])),
+            overheat_score=float(state.features[slot, F_OVERHEAT_LONG if s == 0 else F_OVERHEAT_SHORT]),
+            episode_id=self._episode(slot, s),
+        )
+
+    def _change(self, slot: int, s: int, ts: int, side: SideState, stage_moved: bool) -> StageChange:
+        return StageChange(
+            asset=self.assets[slot],
+            side=side.side,
+            ts=ts,
+            ts_recv=self._trigger_recv,
+            stage_from=int(self.state.stage_from[slot, s]) if stage_moved else side.stage,
+            stage=side.stage,
+            stage_name=side.stage_name,
+            overheat_score=side.overheat_score,
+            episode_id=side.episode_id,
+            evidence=evidence(self.state, slot),
+            thresholds=self._thresholds,
+            conditions=describe(int(self.state.cond_bits[slot, s])),
+        )
+
+
+class DetectorEngine:
+    """Reads the events streams of ``shards`` through the ``detector`` consumer group and writes signals."""
+
+    def __init__(
+        self,
+        redis: Any,
+        settings: Settings,
+        *,
+        shards: Sequence[int],
+        consumer: str,
+        on_signals: Callable[[list[Signal]], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._keys = [events_key(s) for s in shards]
+        self._consumer = consumer
+        self._on_signals = on_signals
+        self.detector = Detector(settings)
+        self._warn = RateLimitedLog(log)
+        self._encoder = msgspec.msgpack.Encoder()
+
+    async def _ensure_groups(self) -> None:
+        for key in self._keys:
+            try:
+                await self._redis.xgroup_create(key, DETECTOR_GROUP, id="0", mkstream=True)
+            except Exception as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until ``stop`` is set and the streams are drained; our own pending entries go first."""
+        await self._ensure_groups()
+        cursor = dict.fromkeys(self._keys, "0")
+        det = self._settings.detector
+        next_pending_check = 0.0
+        while True:
+            try:
+                reply = await self._redis.xreadgroup(
+                    DETECTOR_GROUP, self._consumer, cursor, count=det.read_count, block=det.block_ms
+                )
+            except REDIS_ERRORS as exc:
+                WRITER_ERRORS.labels("detector").inc()
+                self._warn.warning("detector-read", "detector: Redis read failed: %s", exc)
+                if stop.is_set():
+                    return
+                await asyncio.sleep(0.5)
+                continue
+            entries = list(entries_of(reply))
+            if not entries:
+                if any(v == "0" for v in cursor.values()):
+                    cursor = dict.fromkeys(self._keys, ">")
+                    continue
+                if stop.is_set():
+                    return
+                continue
+            await self._handle(entries)
+            if time.monotonic() >= next_pending_check:
+                next_pending_check = time.monotonic() + 5.0
+                await self._report_pending()
+
+    async def _handle(self, entries: list[tuple[str, bytes, dict[Any, Any]]]) -> None:
+        events: list[Event] = []
+        acks: dict[str, list[bytes]] = {}
+        for stream, entry_id, fields in entries:
+            acks.setdefault(stream, []).append(entry_id)
+            try:
+                events.extend(decode_events(fields))
+            except (ValueError, msgspec.DecodeError) as exc:
+                DETECTOR_REJECTED.labels("undecodable_entry").inc()
+                self._warn.warning("detector-decode", "detector: dropped undecodable entry %r: %s", entry_id, exc)
+        signals = self.detector.process(events)
+        DETECTOR_EVENTS.inc(len(events))
+        if events:
+            DETECTOR_LAG.set(max(0.0, time.time() - max(e.ts_recv for e in events) * 1e-9))
+        by_shard: dict[int, list[Signal]] = {}
+        shards = self._settings.shards
+        for signal in signals:
+            by_shard.setdefault(shard_of(signal.asset, shards), []).append(signal)
+        batches = {signals_key(shard): encode_batch(items) for shard, items in by_shard.items()}
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, fields in batches.items():
+                pipe.xadd(key, fields, maxlen=self._settings.writer.signals_maxlen, approximate=True)
+            for stream, ids in acks.items():
+                pipe.xack(stream, DETECTOR_GROUP, *ids)
+            try:
+                await pipe.execute()
+                break
+            except REDIS_ERRORS as exc:
+                # The events are already in the detector's state: keep trying rather than re-read them.
+                WRITER_ERRORS.labels("detector").inc()
+                self._warn.warning("detector-write", "detector: Redis write failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+        if self._on_signals and signals:
+            self._on_signals(signals)
+
+    async def _report_pending(self) -> None:
+        try:
+            total = 0
+            for key in self._keys:
+                info = await self._redis.xpending(key, DETECTOR_GROUP)
+                total += int(info["pending"] if isinstance(info, dict) else info[0])
+            DETECTOR_PENDING.set(total)
+        except REDIS_ERRORS:
+            WRITER_ERRORS.labels("detector").inc()

@@ -1,0 +1,327 @@
+"""The detector's memory: one struct of arrays, one row per slot (asset), mutated in place by the kernels.
+
+Layout constants (channels, ring sizes, feature and total columns, condition bits) live here so the
+kernels, the reference implementation and the engine read the same names. Everything a kernel touches is
+a NumPy array; the Python helpers at the bottom turn rows into the dicts carried by ``StageChange``.
+
+Conventions: times are event-time seconds (float64). "Never" is ``-inf`` for newest-time fields and
+``+inf`` for ``t_first``, so min/max updates need no special case; unset values are NaN. A ring stores
+one value per bucket (second, minute, 10 s) at ``ring[slot, bucket % capacity]``; ``*_last`` is the
+absolute index of its newest bucket and ``*_first`` of its first one (-1 while empty).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, NamedTuple
+
+import numpy as np
+
+from detector.params import FIELDS
+from flushwatch.settings import DetectorSettings
+
+# --- sides and stages -------------------------------------------------------------------------------
+LONG: Final = 0
+SHORT: Final = 1
+SIDE_NAMES: Final = ("long", "short")
+
+CALM: Final = 0
+SHOCK: Final = 1
+TRIGGERED: Final = 3
+CASCADE: Final = 4
+FLUSHED: Final = 7
+
+# --- exponentially decayed accumulators (acc, acc_t columns) ------------------------------------------
+CH_LIQ_FAST: Final = 0  # + side: fast liquidation USD, longs then shorts
+CH_LIQ_SLOW: Final = 2  # + side: slow baseline liquidation USD
+CH_BUY: Final = 4  # taker-buy USD
+CH_SELL: Final = 5  # taker-sell USD
+N_CHANNELS: Final = 6
+
+# --- time of the value currently held, per source (val_t columns) -------------------------------------
+VT_PRICE, VT_TRADE, VT_MARK, VT_OI, VT_DEPTH = range(5)
+N_VALUE_TIMES: Final = 5
+
+# --- rings ----------------------------------------------------------------------------------------------
+SEC_RING: Final = 900  # last price per second, 15 min
+MIN_RING: Final = 1440  # last value per minute, 24 h
+DEPTH_RING: Final = 360  # 1 %-depth per 10 s, 1 h
+DEPTH_BUCKET_S: Final = 10.0
+
+# --- hold-condition timers (cond_since[..., k]) -------------------------------------------------------
+TM_TRIGGER: Final = 0  # since when liq_ratio >= liq_trigger_ratio
+TM_EXHAUST: Final = 1  # since when liq_ratio < exhaust_ratio
+TM_ACTIVE: Final = 2  # the last time the shock condition held (stage 1 timeout)
+N_TIMERS: Final = 3
+
+# --- changed[slot, side] bits -------------------------------------------------------------------------
+CHANGED_STAGE: Final = 1
+CHANGED_OVERHEAT: Final = 2
+
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "price",
+    "r1m",
+    "r5m",
+    "sigma1m",
+    "sigma5m",
+    "z1",
+    "z5",
+    "liq_rate_long",
+    "liq_rate_short",
+    "liq_base_long",
+    "liq_base_short",
+    "liq_ratio_long",
+    "liq_ratio_short",
+    "imbalance",
+    "liq_share_long",
+    "liq_share_short",
+    "oi_usd",
+    "oi_chg_5m",
+    "oi_chg_1h",
+    "oi_chg_24h",
+    "price_chg_1h",
+    "price_chg_24h",
+    "funding_8h",
+    "funding_pct",
+    "premium_bps",
+    "depth1_usd",
+    "depth_ratio",
+    "spread_bps",
+    "overheat_long",
+    "overheat_short",
+    "oi_chg_episode_long",
+    "oi_chg_episode_short",
+)
+(
+    F_PRICE,
+    F_R1M,
+    F_R5M,
+    F_SIGMA1M,
+    F_SIGMA5M,
+    F_Z1,
+    F_Z5,
+    F_LIQ_RATE_LONG,
+    F_LIQ_RATE_SHORT,
+    F_LIQ_BASE_LONG,
+    F_LIQ_BASE_SHORT,
+    F_LIQ_RATIO_LONG,
+    F_LIQ_RATIO_SHORT,
+    F_IMBALANCE,
+    F_LIQ_SHARE_LONG,
+    F_LIQ_SHARE_SHORT,
+    F_OI_USD,
+    F_OI_CHG_5M,
+    F_OI_CHG_1H,
+    F_OI_CHG_24H,
+    F_PRICE_CHG_1H,
+    F_PRICE_CHG_24H,
+    F_FUNDING_8H,
+    F_FUNDING_PCT,
+    F_PREMIUM_BPS,
+    F_DEPTH1_USD,
+    F_DEPTH_RATIO,
+    F_SPREAD_BPS,
+    F_OVERHEAT_LONG,
+    F_OVERHEAT_SHORT,
+    F_OI_CHG_EPISODE_LONG,
+    F_OI_CHG_EPISODE_SHORT,
+) = range(len(FEATURE_NAMES))
+N_FEATURES: Final = len(FEATURE_NAMES)
+
+TOTAL_NAMES: Final[tuple[str, ...]] = (
+    "liq_long_usd",
+    "liq_short_usd",
+    "taker_buy_usd",
+    "taker_sell_usd",
+    "trades",
+    "liquidations",
+    "funding_marks",
+    "open_interest",
+    "depth",
+)
+(
+    T_LIQ_LONG_USD,
+    T_LIQ_SHORT_USD,
+    T_BUY_USD,
+    T_SELL_USD,
+    T_TRADES,
+    T_LIQUIDATIONS,
+    T_FUNDING_MARKS,
+    T_OPEN_INTEREST,
+    T_DEPTH,
+) = range(len(TOTAL_NAMES))
+N_TOTALS: Final = len(TOTAL_NAMES)
+
+REJECT_REASONS: Final[tuple[str, ...]] = ("bad_slot", "bad_kind", "bad_time", "bad_value")
+"""Why ``apply_batch`` refused a row; the count per reason is its return value."""
+R_BAD_SLOT, R_BAD_KIND, R_BAD_TIME, R_BAD_VALUE = range(len(REJECT_REASONS))
+N_REJECT_REASONS: Final = len(REJECT_REASONS)
+
+CONDITIONS: Final[tuple[str, ...]] = (
+    "z1 <= -shock_z1 or z5 <= -shock_z5 (against the side)",
+    "|r1m| or |r5m| >= shock_min_move (against the side)",
+    "taker imbalance <= -shock_imbalance (against the side)",
+    "liq_ratio >= liq_trigger_ratio",
+    "liq_ratio >= liq_trigger_ratio for trigger_hold_s",
+    "liq_ratio >= cascade_ratio",
+    "liq_share >= cascade_liq_share and oi_chg_5m <= -cascade_oi_drop with price against the side over 5 m",
+    "liq_ratio < exhaust_ratio for exhaust_hold_s",
+    "liq_ratio < exhaust_ratio for episode_timeout_s in all since the last trigger",
+    "open interest down >= oi_purge since the episode start",
+    "funding_8h back to funding_neutral_8h (against the side)",
+    "no new shock for shock_timeout_s",
+    "flushed for flushed_hold_s",
+    "overheat score >= overheat_hot",
+    "overheat score < overheat_exit",
+)
+"""The words for each bit of ``cond_bits``; "against the side" means mirrored for the short side."""
+(
+    C_SHOCK_Z,
+    C_SHOCK_MOVE,
+    C_SHOCK_FLOW,
+    C_TRIGGER_ON,
+    C_TRIGGER_HELD,
+    C_CASCADE_RATIO,
+    C_CASCADE_FLOW,
+    C_EXHAUSTED,
+    C_EXHAUST_TIMEOUT,
+    C_OI_PURGED,
+    C_FUNDING_RESET,
+    C_SHOCK_TIMEOUT,
+    C_FLUSHED_HOLD,
+    C_OVERHEATED,
+    C_OVERHEAT_EXIT,
+) = (1 << k for k in range(len(CONDITIONS)))
+
+
+class DetectorState(NamedTuple):
+    # clocks
+    t_first: np.ndarray  # (n,) earliest event time seen (bias correction of the slow baseline)
+    t_last: np.ndarray  # (n,) newest event time seen
+    # decayed accumulators and the time each was last brought forward
+    acc: np.ndarray  # (n, N_CHANNELS)
+    acc_t: np.ndarray  # (n, N_CHANNELS)
+    val_t: np.ndarray  # (n, N_VALUE_TIMES) event time of the value held, per source
+    # latest values
+    price: np.ndarray
+    mark: np.ndarray
+    index: np.ndarray
+    funding_8h: np.ndarray
+    oi_usd: np.ndarray
+    depth1: np.ndarray
+    spread: np.ndarray
+    # per-second price ring and the EWMA variance of its completed 1-s log returns
+    px_sec: np.ndarray
+    px_sec_last: np.ndarray
+    px_sec_first: np.ndarray
+    vol_var: np.ndarray  # EWMA of squared returns, started at 0
+    vol_w: np.ndarray  # EWMA of 1: var / w is the bias-corrected variance
+    # per-minute rings
+    px_min: np.ndarray
+    px_min_last: np.ndarray
+    px_min_first: np.ndarray
+    oi_min: np.ndarray
+    oi_min_last: np.ndarray
+    oi_min_first: np.ndarray
+    fund_min: np.ndarray
+    fund_min_last: np.ndarray
+    fund_min_first: np.ndarray
+    # 10-s depth ring and the median of its completed buckets
+    depth_ring: np.ndarray
+    depth_last: np.ndarray
+    depth_first: np.ndarray
+    depth_med: np.ndarray
+    totals: np.ndarray  # (n, N_TOTALS)
+    features: np.ndarray  # (n, N_FEATURES), filled by evaluate
+    # stage machine, [slot, side]
+    stage: np.ndarray
+    stage_from: np.ndarray  # the stage before the latest change
+    since: np.ndarray  # entry time of the current stage
+    cond_since: np.ndarray  # (n, 2, N_TIMERS)
+    quiet_s: np.ndarray  # seconds with liq_ratio < exhaust_ratio since liq_ratio last reached the trigger
+    t_eval: np.ndarray  # (n,) time of the slot's previous evaluate
+    episode_start: np.ndarray  # kept after the episode closes, so the closing change can name it
+    oi_at_start: np.ndarray
+    peak_stage: np.ndarray  # highest stage of the current (or latest) episode
+    overheated: np.ndarray  # hysteresis flag of the overheat score
+    changed: np.ndarray  # CHANGED_* bits set by the latest evaluate
+    cond_bits: np.ndarray  # C_* bits that held at the latest change
+
+
+def _ring(n: int, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.full((n, capacity), np.nan), np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+
+
+def allocate(n_slots: int) -> DetectorState:
+    """A fresh state for ``n_slots`` assets."""
+    n = n_slots
+    px_sec, px_sec_last, px_sec_first = _ring(n, SEC_RING)
+    px_min, px_min_last, px_min_first = _ring(n, MIN_RING)
+    oi_min, oi_min_last, oi_min_first = _ring(n, MIN_RING)
+    fund_min, fund_min_last, fund_min_first = _ring(n, MIN_RING)
+    depth_ring, depth_last, depth_first = _ring(n, DEPTH_RING)
+    return DetectorState(
+        t_first=np.full(n, np.inf),
+        t_last=np.full(n, -np.inf),
+        acc=np.zeros((n, N_CHANNELS)),
+        acc_t=np.full((n, N_CHANNELS), -np.inf),
+        val_t=np.full((n, N_VALUE_TIMES), -np.inf),
+        price=np.full(n, np.nan),
+        mark=np.full(n, np.nan),
+        index=np.full(n, np.nan),
+        funding_8h=np.full(n, np.nan),
+        oi_usd=np.full(n, np.nan),
+        depth1=np.full(n, np.nan),
+        spread=np.full(n, np.nan),
+        px_sec=px_sec,
+        px_sec_last=px_sec_last,
+        px_sec_first=px_sec_first,
+        vol_var=np.zeros(n),
+        vol_w=np.zeros(n),
+        px_min=px_min,
+        px_min_last=px_min_last,
+        px_min_first=px_min_first,
+        oi_min=oi_min,
+        oi_min_last=oi_min_last,
+        oi_min_first=oi_min_first,
+        fund_min=fund_min,
+        fund_min_last=fund_min_last,
+        fund_min_first=fund_min_first,
+        depth_ring=depth_ring,
+        depth_last=depth_last,
+        depth_first=depth_first,
+        depth_med=np.full(n, np.nan),
+        totals=np.zeros((n, N_TOTALS)),
+        features=np.full((n, N_FEATURES), np.nan),
+        stage=np.zeros((n, 2), np.int8),
+        stage_from=np.zeros((n, 2), np.int8),
+        since=np.full((n, 2), np.nan),
+        cond_since=np.full((n, 2, N_TIMERS), np.nan),
+        quiet_s=np.zeros((n, 2)),
+        t_eval=np.full(n, np.nan),
+        episode_start=np.full((n, 2), np.nan),
+        oi_at_start=np.full((n, 2), np.nan),
+        peak_stage=np.zeros((n, 2), np.int8),
+        overheated=np.zeros((n, 2), np.int8),
+        changed=np.zeros((n, 2), np.int8),
+        cond_bits=np.zeros((n, 2), np.int64),
+    )
+
+
+def evidence(state: DetectorState, slot: int) -> dict[str, float]:
+    """Every feature of ``slot`` as of the latest evaluate (NaN where not yet known)."""
+    row = state.features[slot]
+    return {name: float(row[k]) for k, name in enumerate(FEATURE_NAMES)}
+
+
+def thresholds(settings: DetectorSettings) -> dict[str, float]:
+    """The parameters the features are compared with, plus the purge limit as a log change (the unit of
+    ``oi_chg_episode_*``)."""
+    out = {name: float(getattr(settings, name)) for name in FIELDS}
+    out["oi_purge_log_chg"] = math.log1p(-settings.oi_purge) if settings.oi_purge < 1 else -math.inf
+    return out
+
+
+def describe(bits: int) -> list[str]:
+    """The conditions set in a ``cond_bits`` value, in words."""
+    return [text for k, text in enumerate(CONDITIONS) if bits >> k & 1]

@@ -1,0 +1,3 @@
+from flushwatch.cli import app
+
+app(prog_name="flushwatch")
