@@ -49,7 +49,7 @@ class StreamWriter:
         self._settings = settings
         self._shards = shards
         self._backoff = backoff or jittered_exponential(0.05, settings.retry_max_s)
-        self._pending: deque[tuple[str, dict[bytes, bytes], int]] = deque()
+        self._pending: deque[tuple[str, dict[Any, Any], int]] = deque()
         self._pending_events = 0
         self._failures = 0
         self._retry_at = 0.0

@@ -13,12 +13,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 
-from detector.batch import BatchBuilder
+from detector.batch import to_columns
 from detector.kernels import apply_batch, evaluate
 from detector.params import pack
 from detector.state import (
@@ -59,6 +59,8 @@ from flushwatch.telemetry import (
 
 log = logging.getLogger(__name__)
 
+_NEVER = -(1 << 62)
+
 
 def _grown(state: DetectorState, capacity: int) -> DetectorState:
     """A state with room for ``capacity`` slots holding the rows of ``state``."""
@@ -82,8 +84,10 @@ class Detector:
         self._recv = np.zeros(capacity, dtype=np.int64)
         self._slots: dict[str, int] = {}
         self.assets: list[str] = []
-        self._builder = BatchBuilder()
-        self._next_eval = -math.inf
+        self._grid_ns = round(self._grid * 1e9)
+        self._next_eval_ns = _NEVER
+        self._state_every = settings.detector.state_interval_s
+        self._state_due = np.full(capacity, -math.inf)
         self._trigger_recv = 0
         self.events = 0
 
@@ -96,6 +100,7 @@ class Detector:
                 self.state = _grown(self.state, capacity)
                 self._active = np.concatenate([self._active, np.zeros(capacity - slot, np.bool_)])
                 self._recv = np.concatenate([self._recv, np.zeros(capacity - slot, np.int64)])
+                self._state_due = np.concatenate([self._state_due, np.full(capacity - slot, -math.inf)])
             self._slots[asset] = slot
             self.assets.append(asset)
         return slot
@@ -103,33 +108,39 @@ class Detector:
     def process(self, events: Sequence[Event]) -> list[Signal]:
         """Apply events in order; returns the signals of every evaluation their times crossed."""
         signals: list[Signal] = []
-        builder, slots, recv, active = self._builder, self._slots, self._recv, self._active
-        for event in events:
-            t = event.ts_event * 1e-9
-            if t >= self._next_eval:
-                self._apply()
-                if self._next_eval > -math.inf:
-                    self._trigger_recv = event.ts_recv
-                    signals += self._evaluate(self._next_eval)
-                self._next_eval = (math.floor(t / self._grid) + 1) * self._grid
-            slot = slots.get(event.asset)
-            if slot is None:
-                slot = self._slot(event.asset)
-                builder, recv, active = self._builder, self._recv, self._active
-            builder.add(event, slot)
-            if event.ts_recv > recv[slot]:
-                recv[slot] = event.ts_recv
-            active[slot] = True
-        self._apply()
-        self.events += len(events)
+        n = len(events)
+        if not n:
+            return signals
+        slots_get = self._slots.get
+        found = [slots_get(e.asset) for e in events]
+        slots = ([self._slot(e.asset) if s is None else s for e, s in zip(events, found, strict=True)]
+                 if None in found else cast(list[int], found))
+        ts = np.fromiter((e.ts_event for e in events), np.int64, n)
+        start = 0
+        while start < n:
+            later = np.flatnonzero(ts[start:] >= self._next_eval_ns)
+            stop = n if not len(later) else start + int(later[0])
+            self._apply(events, slots, start, stop)
+            if stop == n:
+                break
+            # The event at ``stop`` crosses the grid: evaluate at the boundary before applying it.
+            if self._next_eval_ns > _NEVER:
+                self._trigger_recv = events[stop].ts_recv
+                signals += self._evaluate(self._next_eval_ns * 1e-9)
+            self._next_eval_ns = (int(ts[stop]) // self._grid_ns + 1) * self._grid_ns
+            start = stop
+        self.events += n
         return signals
 
-    def _apply(self) -> None:
-        if not len(self._builder):
+    def _apply(self, events: Sequence[Event], slots: list[int], start: int, stop: int) -> None:
+        if stop <= start:
             return
-        kind, slot, t, v0, v1, v2, v3 = self._builder.columns()
+        part = events[start:stop] if start or stop < len(events) else events
+        part_slots = slots[start:stop] if start or stop < len(events) else slots
+        kind, slot, t, v0, v1, v2, v3, recv = to_columns(part, part_slots)
+        np.maximum.at(self._recv, slot, recv)
+        self._active[slot] = True
         rejected = apply_batch(self.state, kind, slot, t, v0, v1, v2, v3, self._params)
-        self._builder.clear()
         for reason, count in zip(REJECT_REASONS, rejected, strict=True):
             if count:
                 DETECTOR_REJECTED.labels(reason).inc(int(count))
@@ -139,7 +150,8 @@ class Detector:
         evaluate(state, now, self._active, self._params)
         ts = int(now * 1e9)
         signals: list[Signal] = []
-        for slot in np.flatnonzero(self._active):
+        due = self._active & ((state.changed.max(axis=1) != 0) | (self._state_due <= now))
+        for slot in np.flatnonzero(due).tolist():
             asset = self.assets[slot]
             sides = [self._side(slot, s) for s in (0, 1)]
             for s in (0, 1):
@@ -147,6 +159,7 @@ class Detector:
                 # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing.
                 if bits & CHANGED_STAGE or (bits & CHANGED_OVERHEAT and sides[s].stage == 0):
                     signals.append(self._change(slot, s, ts, sides[s], bool(bits & CHANGED_STAGE)))
+            self._state_due[slot] = now + self._state_every
             signals.append(
                 AssetState(
                     asset=asset,
@@ -155,7 +168,7 @@ class Detector:
                     long=sides[0],
                     short=sides[1],
                     features=evidence(state, slot),
-                    totals={name: float(v) for name, v in zip(TOTAL_NAMES, state.totals[slot], strict=True)},
+                    totals=dict(zip(TOTAL_NAMES, state.totals[slot].tolist(), strict=True)),
                 )
             )
         return signals
@@ -170,7 +183,7 @@ class Detector:
         state = self.state
         stage = int(state.stage[slot, s])
         return SideState(
-            side=SIDE_NAMES[s],  # type: ignore[arg-type]
+            side=SIDE_NAMES[s],
             stage=stage,
             stage_name=stage_name(stage, bool(state.overheated[slot, s])),
             overheat_score=float(state.features[slot, F_OVERHEAT_LONG if s == 0 else F_OVERHEAT_SHORT]),
@@ -205,13 +218,14 @@ class DetectorEngine:
         shards: Sequence[int],
         consumer: str,
         on_signals: Callable[[list[Signal]], None] | None = None,
+        capacity: int = 64,
     ) -> None:
         self._redis = redis
         self._settings = settings
         self._keys = [events_key(s) for s in shards]
         self._consumer = consumer
         self._on_signals = on_signals
-        self.detector = Detector(settings)
+        self.detector = Detector(settings, capacity)
         self._warn = RateLimitedLog(log)
         self._encoder = msgspec.msgpack.Encoder()
 

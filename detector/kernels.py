@@ -378,7 +378,7 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
             state.totals[i, T_FUNDING_MARKS] += 1
             if te >= state.val_t[i, VT_MARK]:
                 state.mark[i] = a
-                state.index[i] = b
+                state.index_px[i] = b
                 state.funding_8h[i] = c
                 state.val_t[i, VT_MARK] = te
                 ring_put(state.fund_min, state.fund_min_last, state.fund_min_first, i, math.floor(te / 60.0), c)
@@ -515,7 +515,7 @@ def compute_features(state, i, now, p):
     pct, n_pct = ring_rank(state.fund_min, state.fund_min_last, state.fund_min_first, i, funding)
     f[F_FUNDING_8H] = funding
     f[F_FUNDING_PCT] = pct
-    f[F_PREMIUM_BPS] = (state.mark[i] / state.index[i] - 1.0) * 1e4
+    f[F_PREMIUM_BPS] = (state.mark[i] / state.index_px[i] - 1.0) * 1e4
     f[F_DEPTH1_USD] = state.depth1[i]
     f[F_DEPTH_RATIO] = _ratio(state.depth1[i], state.depth_med[i])
     f[F_SPREAD_BPS] = state.spread[i]

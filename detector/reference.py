@@ -338,9 +338,9 @@ def reference_features(slot: RefSlot, now: float, s: DetectorSettings) -> dict[s
     }
     med = completed_median(slot.depth_10s)
     out["depth_ratio"] = slot.depth / med if med > 0 else math.nan
-    for side, name in ((1.0, "long"), (-1.0, "short")):
+    for crowd, name in ((1.0, "long"), (-1.0, "short")):
         out[f"overheat_{name}"] = overheat_score(
-            side, slot.funding, pct, n_pct, out["premium_bps"], out["oi_chg_24h"], out["price_chg_24h"], s
+            crowd, slot.funding, pct, n_pct, out["premium_bps"], out["oi_chg_24h"], out["price_chg_24h"], s
         )
     assert set(out) == set(FEATURE_NAMES) - {"oi_chg_episode_long", "oi_chg_episode_short"}
     return out

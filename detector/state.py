@@ -205,7 +205,7 @@ class DetectorState(NamedTuple):
     # latest values
     price: np.ndarray
     mark: np.ndarray
-    index: np.ndarray
+    index_px: np.ndarray
     funding_8h: np.ndarray
     oi_usd: np.ndarray
     depth1: np.ndarray
@@ -268,7 +268,7 @@ def allocate(n_slots: int) -> DetectorState:
         val_t=np.full((n, N_VALUE_TIMES), -np.inf),
         price=np.full(n, np.nan),
         mark=np.full(n, np.nan),
-        index=np.full(n, np.nan),
+        index_px=np.full(n, np.nan),
         funding_8h=np.full(n, np.nan),
         oi_usd=np.full(n, np.nan),
         depth1=np.full(n, np.nan),

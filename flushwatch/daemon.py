@@ -123,7 +123,8 @@ class Daemon:
             publisher.start()
         shards = range(settings.shards)
         alerts = AlertService(redis, list(shards), publisher, exporter, consumer="alerts-0")
-        detector = DetectorEngine(redis, settings, shards=shards, consumer="detector-0", on_signals=self._on_signals)
+        detector = DetectorEngine(redis, settings, shards=shards, consumer="detector-0", on_signals=self._on_signals,
+                                  capacity=max(64, len(settings.binance.symbols)))
         queue = EventQueue(settings.writer.queue_max_events)
         self.writer = StreamWriter(redis, queue, settings.writer, settings.shards)
         if settings.binance.enabled:

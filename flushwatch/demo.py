@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _pct(x: float, digits: int = 2) -> str:
     return f"{x * 100:+.{digits}f}%" if math.isfinite(x) else "-"
 
 
-def _getter(features: dict[str, float]):  # type: ignore[no-untyped-def]
+def _getter(features: dict[str, float]) -> Callable[[str], float]:
     return lambda key: features.get(key, math.nan)
 
 
@@ -71,7 +72,7 @@ class DemoView:
         t = self.scenario.offset_s(change.ts)
         text = Text(f"t+{t:6.0f}s  {change.asset:<5} {change.side:<5} ")
         move = f"{change.stage_from} → {change.stage}" if change.stage != change.stage_from else f"{change.stage}"
-        text.append(f"{move} {change.stage_name}", style=STAGE_STYLE.get(change.stage))
+        text.append(f"{move} {change.stage_name}", style=STAGE_STYLE.get(change.stage, ""))
         if change.conditions:
             text.append(f"   ({'; '.join(change.conditions)})", style="dim")
         return text
@@ -90,7 +91,7 @@ class DemoView:
                 asset,
                 f"{get('price'):,.2f}",
                 _pct(get("r5m")),
-                Text(f"{side.stage} {side.stage_name}", style=STAGE_STYLE.get(side.stage)),
+                Text(f"{side.stage} {side.stage_name}", style=STAGE_STYLE.get(side.stage, "")),
                 side.side,
                 f"{state.long.overheat_score:.0f} / {state.short.overheat_score:.0f}",
                 _usd(get("liq_rate_long")),
@@ -176,14 +177,14 @@ def _subscribed(fake: FakeBinance) -> set[str]:
     return {stream for connection in fake.open_connections for stream in connection.streams}
 
 
-async def _play(seconds: float, runner: asyncio.Task[None], refresh: object) -> None:
+async def _play(seconds: float, runner: asyncio.Task[None], refresh: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while loop.time() < end and not runner.done():
-        refresh()  # type: ignore[operator]
+        refresh()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(runner), timeout=min(0.25, max(0.0, end - loop.time())))
-    refresh()  # type: ignore[operator]
+    refresh()
 
 
 def _intro(daemon: Daemon, settings: Settings) -> Text:
@@ -205,6 +206,6 @@ def _summary(view: DemoView) -> Table:
         phase = view.scenario.phase_at(change.asset, max(t, 0.0))
         table.add_row(f"t+{t:.0f}s", change.asset, change.side,
                       Text(f"{change.stage_from} → {change.stage} {change.stage_name}",
-                           style=STAGE_STYLE.get(change.stage)),
+                           style=STAGE_STYLE.get(change.stage, "")),
                       phase.name)
     return table

@@ -117,6 +117,8 @@ class DetectorSettings(_Section):
     """Thresholds of the first detector: policy as data. Times are event-time seconds."""
 
     eval_interval_s: float = Field(default=1.0, gt=0)
+    state_interval_s: float = Field(default=5.0, gt=0)
+    """How often each asset's snapshot (MQTT state, metrics) is refreshed; a stage change refreshes it at once."""
     read_count: int = Field(default=512, ge=1)
     block_ms: int = Field(default=100, ge=1, le=2000)
     # liquidation intensity

@@ -250,7 +250,7 @@ def rows(draw) -> list[tuple[int, int, float, float, float, float]]:
     return out
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     batch=rows(),
     stages=st.lists(st.sampled_from([0, 1, 3, 4, 7]), min_size=6, max_size=6),
@@ -282,6 +282,27 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag) -> N
                     _close(state.features[i, k], expected[name])
                 except AssertionError as exc:
                     raise AssertionError(f"slot {i} feature {name}") from exc
+
+
+def test_a_young_baseline_is_averaged_over_at_least_the_fast_window() -> None:
+    p = pack(DetectorSettings())
+    state = allocate(1)
+    one = np.ones(1)
+    K.apply_batch(
+        state,
+        np.array([LIQ], np.int8),
+        np.zeros(1, np.int32),
+        np.array([1000.0]),
+        100 * one,
+        50_000 * one,
+        one,
+        0 * one,
+        p,
+    )
+    K.compute_features(state, 0, 1005.0, p)
+    # 50 kUSD five seconds into the history: 50 kUSD over one 60-s window, not 600 kUSD/min
+    assert state.features[0, FEATURE_NAMES.index("liq_base_long")] == pytest.approx(50_000, rel=1e-2)
+    assert state.features[0, FEATURE_NAMES.index("liq_base_short")] == DetectorSettings().liq_floor_usd_min
 
 
 def test_liquidations_during_an_episode_skip_the_slow_baseline() -> None:

@@ -1,0 +1,1 @@
+"""``python -m bench``: flushwatch's benchmarks. Each prints JSON lines ``{"name", "value", "unit"}``."""
