@@ -150,6 +150,23 @@ def funding_mark(
     )
 
 
+def _banded(levels: list[tuple[float, float]], edges: list[float], direction: float) -> tuple[float, float, float]:
+    """Cumulative notional of ``levels`` (best first) inside each band edge, in one pass: bands are nested,
+    so each edge takes the running sum at the first level beyond it."""
+    out = [0.0, 0.0, 0.0]
+    band, total = 0, 0.0
+    for price, size in levels:
+        while band < 3 and (price - edges[band]) * direction > 0:
+            out[band] = total
+            band += 1
+        if band == 3:
+            break
+        total += price * size
+    for rest in range(band, 3):
+        out[rest] = total
+    return out[0], out[1], out[2]
+
+
 def depth_from_levels(
     bids: list[tuple[float, float]], asks: list[tuple[float, float]]
 ) -> tuple[float, float, tuple[float, float, float], tuple[float, float, float], float] | None:
@@ -165,17 +182,7 @@ def depth_from_levels(
         return None
     mid = 0.5 * (best_bid + best_ask)
     spread_bps = (best_ask - best_bid) / mid * 1e4
-    lo = [mid * (1 - b / 1e4) for b in DEPTH_BANDS_BPS]
-    hi = [mid * (1 + b / 1e4) for b in DEPTH_BANDS_BPS]
-    bid_usd = [0.0, 0.0, 0.0]
-    ask_usd = [0.0, 0.0, 0.0]
-    for price, size in bids:
-        for i in range(3):
-            if price >= lo[i]:
-                bid_usd[i] += price * size
-    for price, size in asks:
-        for i in range(3):
-            if price <= hi[i]:
-                ask_usd[i] += price * size
+    bid_usd = _banded(bids, [mid * (1 - b / 1e4) for b in DEPTH_BANDS_BPS], -1.0)
+    ask_usd = _banded(asks, [mid * (1 + b / 1e4) for b in DEPTH_BANDS_BPS], 1.0)
     reach_bps = min((mid - bids[-1][0]) / mid, (asks[-1][0] - mid) / mid) * 1e4
-    return mid, spread_bps, (bid_usd[0], bid_usd[1], bid_usd[2]), (ask_usd[0], ask_usd[1], ask_usd[2]), reach_bps
+    return mid, spread_bps, bid_usd, ask_usd, reach_bps

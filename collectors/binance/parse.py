@@ -73,16 +73,12 @@ def _ns(ms: int) -> int | None:
     return ms * _NS_PER_MS if 0 < ms <= _MAX_MS else None
 
 
-def _levels(raw: list[tuple[str, str]]) -> list[tuple[float, float]] | None:
-    """Book levels as floats without zero-quantity ones; ``None`` if any price or quantity is bad."""
-    levels = []
-    for price_text, size_text in raw:
-        price, size = _num(price_text), _num(size_text)
-        if not _positive(price) or not (0.0 <= size < _INF):
+def _levels(raw: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """Book levels without zero-quantity ones; ``None`` if any price or quantity is bad (NaN included)."""
+    for price, size in raw:
+        if not (0.0 < price < _INF and 0.0 <= size < _INF):
             return None
-        if size > 0.0:
-            levels.append((price, size))
-    return levels
+    return [level for level in raw if level[1] > 0.0]
 
 
 def _advance(seen: dict[str, int], symbol: str, key: int, what: str) -> Reject | None:
@@ -115,7 +111,7 @@ class BinanceParser:
         self._agg_trade = msgspec.json.Decoder(schemas.AggTrade)
         self._mark_price = msgspec.json.Decoder(schemas.MarkPriceUpdate)
         self._force_order = msgspec.json.Decoder(schemas.ForceOrder)
-        self._depth = msgspec.json.Decoder(schemas.DepthUpdate)
+        self._depth = msgspec.json.Decoder(schemas.DepthUpdate, strict=False)
         self._oi = msgspec.json.Decoder(schemas.OpenInterestBody)
         self._last_trade_id: dict[str, int] = {}
         self._last_mark_ms: dict[str, int] = {}

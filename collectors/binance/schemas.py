@@ -124,8 +124,10 @@ class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
     s: str  # symbol
     U: int  # first update id in this event
     u: int  # final update id in this event; increases with every book change
-    b: list[tuple[str, str]]  # bids [price, quantity], best first
-    a: list[tuple[str, str]]  # asks [price, quantity], best first
+    # Levels are decimal strings on the wire; the depth decoder is lenient (``strict=False``) so msgspec turns
+    # them into floats in C, several times faster than float() per value for a 20-level book.
+    b: list[tuple[float, float]]  # bids [price, quantity], best first
+    a: list[tuple[float, float]]  # asks [price, quantity], best first
     T: int = 0  # matching-engine time, ms; 0 when absent (then E is used)
     pu: int = 0  # final update id of the previous event
 
