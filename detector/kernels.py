@@ -152,8 +152,8 @@ _INF: Final = math.inf
 
 @njit(cache=True, nogil=True)
 def decay_add(acc, acc_t, i, ch, t, x, tau):
-    """``acc <- acc * exp(-(t - last) / tau) + x``. A late event (``t <= last``) is added undecayed: the
-    newest time stays the reference, so arrival order cannot make a sum grow."""
+    """``acc <- acc * exp(-(t - last) / tau) + x``. A late event (``t <= last``) is added undecayed, as if
+    it arrived at the newest time: the sum is only ever decayed forwards, never inflated backwards."""
     last = acc_t[i, ch]
     if t > last:
         acc[i, ch] = acc[i, ch] * math.exp((last - t) / tau) + x
@@ -178,7 +178,7 @@ def baseline_per_min(acc_value, tau, elapsed):
     return acc_value / (tau * -math.expm1(-elapsed / tau)) * 60.0
 
 
-# --- rings -------------------------------------------------------------------------------------------
+# --- 3. rings (per-second and per-minute last values, 10-s depth) -------------------------------------
 
 
 @njit(cache=True, nogil=True)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from collectors.binance.spec import connection_plans
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
+from flushwatch.servers import free_port
 from flushwatch.settings import BinanceSettings, Settings, load_settings
 from flushwatch.signals import AssetState, Signal, StageChange
 
@@ -128,7 +130,7 @@ async def run_demo(
             oi_poll_interval_s=max(0.05, 10.0 / speed),
             stale_after_s=10.0,
         )
-        settings = _with(base, binance=binance)
+        settings = _with(base, binance=binance, metrics_port=_free_or_any(base.metrics_host, base.metrics_port))
         fake.register(scenario)
         view = DemoView(scenario)
         daemon = Daemon(settings, on_signals=view.update)
@@ -153,6 +155,19 @@ async def run_demo(
         await runner
         console.print(_summary(view))
         return view.history
+
+
+def _free_or_any(host: str, port: int) -> int:
+    """The configured metrics port, or any free one when it is taken (a demo should not fail on that)."""
+    if port == 0:
+        return 0
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            log.warning("metrics port %d is taken; the demo serves metrics on a free port", port)
+            return free_port()
+    return port
 
 
 def _with(settings: Settings, **changes: object) -> Settings:

@@ -331,16 +331,19 @@ def test_liquidations_during_an_episode_skip_the_slow_baseline() -> None:
 
 # --- batch builder, params, helpers ---------------------------------------------------------------------------
 
-COMMON = {"venue": "binance", "symbol": "BTCUSDT", "asset": "BTC", "ts_recv": 0}
+COMMON = {"venue": "binance", "symbol": "BTCUSDT", "asset": "BTC"}
 
 
 def test_batch_builder_columns_carry_every_event_kind() -> None:
     builder = BatchBuilder()
-    builder.add(Trade(**COMMON, ts_event=1_000_000_000_500_000_000, price=100.0, size=2.0, side="sell"), 4)
-    builder.add(Liquidation(**COMMON, ts_event=2_000_000_000_000_000_000, price=99.0, size=3.0, side="short"), 5)
+    builder.add(Trade(**COMMON, ts_recv=0, ts_event=1_000_000_000_500_000_000, price=100.0, size=2.0, side="sell"), 4)
+    builder.add(
+        Liquidation(**COMMON, ts_recv=0, ts_event=2_000_000_000_000_000_000, price=99.0, size=3.0, side="short"), 5
+    )
     builder.add(
         funding_mark(
             **COMMON,
+            ts_recv=0,
             ts_event=3_000_000_000_000_000_000,
             mark_price=101.0,
             index_price=100.0,
@@ -350,10 +353,11 @@ def test_batch_builder_columns_carry_every_event_kind() -> None:
         ),
         6,
     )
-    builder.add(OpenInterest(**COMMON, ts_event=4_000_000_000_000_000_000, oi_base=10.0, oi_usd=1000.0), 7)
+    builder.add(OpenInterest(**COMMON, ts_recv=0, ts_event=4_000_000_000_000_000_000, oi_base=10.0, oi_usd=1000.0), 7)
     builder.add(
         Depth(
             **COMMON,
+            ts_recv=0,
             ts_event=5_000_000_000_000_000_000,
             mid=100.0,
             spread_bps=0.7,
@@ -379,11 +383,12 @@ def test_batch_builder_columns_carry_every_event_kind() -> None:
 
 def test_bad_events_from_the_builder_are_counted_not_applied() -> None:
     builder = BatchBuilder()
-    builder.add(Trade(**COMMON, ts_event=10**18, price=math.nan, size=1.0, side="buy"), 0)
-    builder.add(Trade(**COMMON, ts_event=10**18, price=100.0, size=1.0, side="buy"), 9)
+    builder.add(Trade(**COMMON, ts_recv=0, ts_event=10**18, price=math.nan, size=1.0, side="buy"), 0)
+    builder.add(Trade(**COMMON, ts_recv=0, ts_event=10**18, price=100.0, size=1.0, side="buy"), 9)
     builder.add(
         FundingMark(
             **COMMON,
+            ts_recv=0,
             ts_event=10**18,
             mark_price=100.0,
             index_price=0.0,

@@ -46,7 +46,7 @@ from detector.state import (
     evidence,
     thresholds,
 )
-from flushwatch.events import Depth, Liquidation, OpenInterest, Trade, funding_mark
+from flushwatch.events import Depth, Liquidation, OpenInterest, PositionSide, TakerSide, Trade, funding_mark
 from flushwatch.settings import DetectorSettings
 from flushwatch.signals import stage_name
 
@@ -121,7 +121,7 @@ class Sim:
         rng, t, b = self.rng, self.t, BatchBuilder()
         for k in range(4):
             self.log_price += drift / 4 + rng.gauss(0.0, 1e-5)
-            side = "buy" if k % 2 == 0 else "sell"
+            side: TakerSide = "buy" if k % 2 == 0 else "sell"
             usd = (buy if side == "buy" else sell) / 2 * rng.uniform(0.5, 1.5)
             b.add(
                 Trade(
@@ -129,7 +129,8 @@ class Sim:
                 ),
                 0,
             )
-        for side, rate in (("long", liq_long), ("short", liq_short)):
+        liq_sides: tuple[tuple[PositionSide, float | None], ...] = (("long", liq_long), ("short", liq_short))
+        for position, rate in liq_sides:
             if rate is None:
                 usd = rng.uniform(5e3, 40e3) if rng.random() < 0.05 else 0.0
             else:
@@ -137,7 +138,7 @@ class Sim:
             if usd > 0:
                 b.add(
                     Liquidation(
-                        **ID, ts_event=_ns(t + 0.5), ts_recv=0, price=self.price, size=usd / self.price, side=side
+                        **ID, ts_event=_ns(t + 0.5), ts_recv=0, price=self.price, size=usd / self.price, side=position
                     ),
                     0,
                 )
