@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
+from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -47,6 +51,13 @@ def redis_server() -> Iterator[RunningServer]:
 
 
 @pytest.fixture
+async def fake() -> AsyncIterator[FakeBinance]:
+    """The local stand-in for Binance USD-M (websocket streams and open-interest REST) on a free port."""
+    async with FakeBinance() as server:
+        yield server
+
+
+@pytest.fixture
 def mosquitto() -> Iterator[RunningServer]:
     """A private mosquitto broker on a free port, one per test."""
     yield from _server(start_mosquitto)
@@ -57,3 +68,23 @@ async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - the condition lives outside this loop's reach
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def subscriber(port: int, *topics: str) -> AsyncIterator[aiomqtt.Client]:
+    """A real MQTT client subscribed to ``topics`` at QoS 1."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{uuid.uuid4().hex[:8]}") as client:
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+        yield client
+
+
+async def receive(client: aiomqtt.Client, count: int, wait_s: float = 10.0) -> list[aiomqtt.Message]:
+    """The next ``count`` messages, or a timeout."""
+    messages: list[aiomqtt.Message] = []
+    async with asyncio.timeout(wait_s):
+        async for message in client.messages:
+            messages.append(message)
+            if len(messages) == count:
+                break
+    return messages

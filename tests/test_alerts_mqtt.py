@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import aiomqtt
 import pytest
+from conftest import receive, subscriber
 from prometheus_client import REGISTRY
 
 import flushwatch
@@ -46,23 +45,6 @@ def make_publisher(port: int, *, queue_max: int = 100, backoff: Any = None) -> M
     return MqttPublisher(target, prefix=PREFIX, client_id=f"pub-{uuid.uuid4().hex[:8]}", queue_max=queue_max,
                          backoff=backoff)
 
-
-@contextlib.asynccontextmanager
-async def subscriber(port: int, *topics: str) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{uuid.uuid4().hex[:8]}") as client:
-        for topic in topics:
-            await client.subscribe(topic, qos=1)
-        yield client
-
-
-async def receive(client: aiomqtt.Client, count: int, wait_s: float = 10.0) -> list[aiomqtt.Message]:
-    messages: list[aiomqtt.Message] = []
-    async with asyncio.timeout(wait_s):
-        async for message in client.messages:
-            messages.append(message)
-            if len(messages) == count:
-                break
-    return messages
 
 
 def sample(name: str, **labels: str) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 import aiomqtt
 import msgspec
 import pytest
+from conftest import receive, subscriber
 from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
@@ -129,23 +130,6 @@ async def running(redis_url: str, mqtt_port: int | None, *, consumer: str = "ale
             await publisher.close()
         await redis.aclose()
 
-
-@contextlib.asynccontextmanager
-async def subscriber(port: int, *topics: str) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{uuid.uuid4().hex[:8]}") as client:
-        for topic in topics:
-            await client.subscribe(topic, qos=1)
-        yield client
-
-
-async def receive(client: aiomqtt.Client, count: int, wait_s: float = 10.0) -> list[aiomqtt.Message]:
-    messages: list[aiomqtt.Message] = []
-    async with asyncio.timeout(wait_s):
-        async for message in client.messages:
-            messages.append(message)
-            if len(messages) == count:
-                break
-    return messages
 
 
 def body(message: aiomqtt.Message) -> dict[str, Any]:

@@ -4,7 +4,6 @@ events land on the queue the writer would drain."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -17,12 +16,6 @@ from flushwatch.events import Trade
 from flushwatch.fake.server import FakeBinance
 from flushwatch.settings import BinanceSettings
 from flushwatch.telemetry import FEED_REJECTED
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBinance]:
-    async with FakeBinance() as server:
-        yield server
 
 
 def settings_for(fake: FakeBinance, **overrides: Any) -> BinanceSettings:

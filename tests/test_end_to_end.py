@@ -10,7 +10,6 @@ import signal
 import sys
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
@@ -30,12 +29,6 @@ from flushwatch.redis_client import connect_redis
 from flushwatch.servers import RunningServer, free_port
 from flushwatch.settings import BinanceSettings, Settings, WriterSettings, load_settings
 from flushwatch.streams import DETECTOR_GROUP, decode_events, events_key
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBinance]:
-    async with FakeBinance() as server:
-        yield server
 
 
 class Subscriber:

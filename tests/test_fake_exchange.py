@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,6 @@ FRAMES = sample_frames()
 AGG = "btcusdt@aggTrade"
 DEPTH = "btcusdt@depth20@100ms"
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBinance]:
-    async with FakeBinance() as server:
-        yield server
 
 
 async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
