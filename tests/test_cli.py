@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import aiomqtt
 import pytest
+from conftest import subscriber
 
 import flushwatch
+from flushwatch.servers import RunningServer
 
 
 def flushwatch_cmd(
@@ -53,11 +58,34 @@ def test_toml_settings_are_read_and_env_wins(tmp_path: Path) -> None:
     assert "Input should be a valid integer" in fixed.stderr  # the environment overrides the file
 
 
+async def received(client: aiomqtt.Client, quiet_s: float = 1.0) -> list[aiomqtt.Message]:
+    """Every message that arrives until none has for ``quiet_s`` (QoS 1 messages were queued for us)."""
+    messages: list[aiomqtt.Message] = []
+    while True:
+        try:
+            async with asyncio.timeout(quiet_s):
+                messages.append(await anext(aiter(client.messages)))
+        except TimeoutError:
+            return messages
+
+
 @pytest.mark.slow
-def test_demo_plays_the_whole_flush_and_exits_zero() -> None:
-    result = flushwatch_cmd("demo", "--speed", "160", env={"FLUSHWATCH_METRICS_PORT": "0", "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    btc = [line for line in lines if " BTC " in line and "long" in line]
-    for stage in ("1 shock", "3 liquidations_triggered", "4 cascade", "4 → 7 flushed"):
-        assert any(stage in line for line in btc), (stage, result.stdout)
+async def test_demo_plays_the_whole_flush_exits_zero_and_honours_the_broker_setting(
+    mosquitto: RunningServer,
+) -> None:
+    env = {**os.environ, "FLUSHWATCH_METRICS_PORT": "0", "COLUMNS": "200",
+           "FLUSHWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}", "FLUSHWATCH_MQTT_PREFIX": "demo/v1"}
+    async with subscriber(mosquitto.port, "demo/v1/BTC/events") as client:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "flushwatch", "demo", "--speed", "160",
+                                                    env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 180)
+        output = stdout.decode()
+        assert proc.returncode == 0, output
+        events = [json.loads(m.payload) for m in await received(client) if isinstance(m.payload, bytes)]
+    btc = [line for line in output.splitlines() if " BTC " in line and "long" in line]
+    for stage in ("0 → 1 shock", "4 cascade", "4 → 7 flushed", "7 → 0 calm"):
+        assert any(stage in line for line in btc), (stage, output)
+    # The external broker got the same story: shock, liquidations (3, possibly straight to 4), cascade, flushed.
+    path = [e["stage"] for e in events if e["stage"] != e["stage_from"]]
+    assert path[:4] in ([1, 3, 4, 7], [1, 4, 7, 0]), path

@@ -117,7 +117,8 @@ async def test_scripted_flush_arrives_as_mqtt_alerts_and_metrics(
 
     events = [e for e in sub.on("BTC/events") if e["side"] == "long"]
     moves = [(e["stage_from"], e["stage"]) for e in events if e["stage"] != e["stage_from"]]
-    assert moves == [(0, 1), (1, 3), (3, 4), (4, 7), (7, 0)]
+    # Liquidations may enter at 3 or, when they arrive as a wall, straight at 4.
+    assert moves in ([(0, 1), (1, 3), (3, 4), (4, 7), (7, 0)], [(0, 1), (1, 4), (4, 7), (7, 0)]), moves
     for event in events:
         assert {"asset", "side", "stage", "stage_name", "overheat_score", "ts", "idempotency_key"} <= event.keys()
         assert event["asset"] == "BTC" and event["evidence"] and event["thresholds"]
@@ -131,8 +132,8 @@ async def test_scripted_flush_arrives_as_mqtt_alerts_and_metrics(
     for event in events:
         t = scenario.offset_s(event["ts_ns"])
         phase = scenario.phase_at("BTC", max(t, 0.0)).name
-        expected = {1: {"shock"}, 3: {"shock", "cascade"}, 4: {"cascade"}, 7: {"recovery"}, 0: {"recovery",
-                    "build_up"}}[event["stage"]]
+        expected = {1: {"shock"}, 3: {"shock", "cascade"}, 4: {"shock", "cascade"}, 7: {"recovery"},
+                    0: {"recovery", "build_up"}}[event["stage"]]
         assert phase in expected, (event["stage"], phase, t)
     # SOL is overheated but never crashes.
     sol = sub.on("SOL/events")
