@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -89,7 +90,10 @@ def fake_exchange(
             fake.attach(source)
             print(f"FLUSHWATCH_BINANCE__MARKET_URL={fake.market_url}")
             print(f"FLUSHWATCH_BINANCE__PUBLIC_URL={fake.public_url}")
-            print(f"FLUSHWATCH_BINANCE__REST_URL={fake.rest_url}", flush=True)
+            print(f"FLUSHWATCH_BINANCE__REST_URL={fake.rest_url}")
+            if isinstance(source, Scenario):
+                print(f"FLUSHWATCH_BINANCE__SYMBOLS='{json.dumps(source.symbols)}'")
+            print("# export these and run `flushwatch run` against this exchange", flush=True)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
