@@ -24,16 +24,21 @@ from detector.params import (
     FLOW_TAU_S,
     FLUSHED_HOLD_S,
     FUNDING_HOT_8H,
+    FUNDING_MAX_8H,
     FUNDING_NEUTRAL_8H,
+    FUNDING_PCT_MIN_SAMPLES,
+    FUNDING_WARM_8H,
+    LIQ_BASELINE_LAG_MIN,
+    LIQ_BASELINE_WINDOW_MIN,
     LIQ_FAST_TAU_S,
     LIQ_FLOOR_USD_MIN,
-    LIQ_SLOW_TAU_S,
     LIQ_TRIGGER_RATIO,
     OI_BUILD_FULL,
     OI_PURGE,
     OVERHEAT_EXIT,
     OVERHEAT_HOT,
     PREMIUM_HOT_BPS,
+    PRICE_FALLBACK_S,
     SHOCK_IMBALANCE,
     SHOCK_MIN_MOVE,
     SHOCK_TIMEOUT_S,
@@ -66,7 +71,6 @@ from detector.state import (
     CASCADE,
     CH_BUY,
     CH_LIQ_FAST,
-    CH_LIQ_SLOW,
     CH_SELL,
     CHANGED_OVERHEAT,
     CHANGED_STAGE,
@@ -125,11 +129,6 @@ from detector.state import (
     VT_TRADE,
 )
 
-PRICE_FALLBACK_S: Final = 60.0
-"""The mark stands in for the last price once no trade has been seen for this long (or ever)."""
-FUNDING_WARM_8H: Final = 0.0003  # funding anchor scoring 0.5
-FUNDING_MAX_8H: Final = 0.001  # funding anchor scoring 1
-FUNDING_PCT_MIN_SAMPLES: Final = 60  # per-minute samples before the percentile counts
 FUNDING_PCT_SPAN: Final = 0.45  # percentile 0.5 -> 0, 0.95 -> 1
 
 # The conditions each stage's rules look at: a change records only these (plus the overheat pair when the
@@ -171,14 +170,7 @@ def decay_value(acc, acc_t, i, ch, t, tau):
     return acc[i, ch]
 
 
-@njit(cache=True, nogil=True)
-def baseline_per_min(acc_value, tau, elapsed):
-    """Bias-corrected average rate per minute of a decayed sum that started ``elapsed`` seconds ago: the
-    plain average while the history is short, the EWMA rate once it is long."""
-    return acc_value / (tau * -math.expm1(-elapsed / tau)) * 60.0
-
-
-# --- 3. rings (per-second and per-minute last values, 10-s depth) -------------------------------------
+# --- 3. rings (per-second and per-minute last values, per-minute liquidation sums, 10-s depth) ----
 
 
 @njit(cache=True, nogil=True)
@@ -238,6 +230,35 @@ def ring_log_change(ring, last, first, i, b_now, window, oldest_fallback):
     if now_v > 0 and then_v > 0:
         return math.log(now_v / then_v)
     return _NAN
+
+
+@njit(cache=True, nogil=True)
+def sum_ring_add(ring, last, i, s, b, x):
+    """Add ``x`` to minute ``b`` of the sum ring ``ring[i, s]``. A newer minute first zeroes every bucket
+    from the newest one held up to ``b`` (the ring's last lap, or minutes without liquidations); a late
+    minute still inside the ring is added to, one older than the ring is dropped."""
+    cap = ring.shape[2]
+    cur = last[i, s]
+    if b > cur:
+        for m in range(max(cur + 1, b - cap + 1), b + 1):
+            ring[i, s, m % cap] = 0.0
+        last[i, s] = b
+    elif b <= cur - cap:
+        return
+    ring[i, s, b % cap] += x
+
+
+@njit(cache=True, nogil=True)
+def lagged_mean(ring, last, i, s, m_lo, m_hi):
+    """Mean per minute over minutes ``m_lo..m_hi`` (``m_lo <= m_hi``) of the sum ring ``ring[i, s]``. The
+    divisor is always the number of minutes in the range: a minute the ring does not hold counts as zero
+    (after its newest minute: no liquidation since; the settings keep the range inside the ring)."""
+    cap = ring.shape[2]
+    cur = last[i, s]
+    total = 0.0
+    for m in range(max(m_lo, cur - cap + 1), min(m_hi, cur) + 1):
+        total += ring[i, s, m % cap]
+    return total / (m_hi - m_lo + 1)
 
 
 # --- 2. per-second price and volatility ----------------------------------------------------------------
@@ -333,8 +354,8 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
     rejects = np.zeros(N_REJECT_REASONS, np.int64)
     n_slots = state.t_first.shape[0]
     tau_fast = p[LIQ_FAST_TAU_S]
-    tau_slow = p[LIQ_SLOW_TAU_S]
     tau_flow = p[FLOW_TAU_S]
+    fallback_s = p[PRICE_FALLBACK_S]
     alpha = 1.0 - 0.5 ** (1.0 / p[VOL_HALFLIFE_S])
     for e in range(kind.shape[0]):
         i = slot[e]
@@ -366,9 +387,9 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
             else:
                 side = LONG if c > 0 else SHORT
                 decay_add(state.acc, state.acc_t, i, CH_LIQ_FAST + side, te, b, tau_fast)
-                # a running episode must not raise its own baseline
+                # a running episode must not raise its own baseline (its minutes count as quiet ones)
                 if state.stage[i, side] < TRIGGERED:
-                    decay_add(state.acc, state.acc_t, i, CH_LIQ_SLOW + side, te, b, tau_slow)
+                    sum_ring_add(state.liq_min, state.liq_min_last, i, side, math.floor(te / 60.0), b)
                 state.totals[i, T_LIQ_LONG_USD + side] += b
                 state.totals[i, T_LIQUIDATIONS] += 1
         elif k == FUNDING:
@@ -382,7 +403,7 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 state.funding_8h[i] = c
                 state.val_t[i, VT_MARK] = te
                 ring_put(state.fund_min, state.fund_min_last, state.fund_min_first, i, math.floor(te / 60.0), c)
-            if te - state.val_t[i, VT_TRADE] > PRICE_FALLBACK_S:
+            if te - state.val_t[i, VT_TRADE] > fallback_s:
                 _set_price(state, i, te, a, alpha)
         elif k == OI:
             if not (0.0 <= a < _INF and 0.0 <= b < _INF):
@@ -423,19 +444,17 @@ def _clip01(x):
 
 
 @njit(cache=True, nogil=True)
-def funding_anchor(x, neutral, hot):
-    """Piecewise-linear funding score: 0 at ``neutral``, 0.5 at 0.03 %/8h, 0.8 at ``hot``, 1 at 0.1 %/8h.
-    ``neutral`` and ``hot`` are clamped so the pieces stay in order."""
-    neutral = min(neutral, FUNDING_WARM_8H)
-    hot = min(max(hot, FUNDING_WARM_8H), FUNDING_MAX_8H)
+def funding_anchor(x, neutral, warm, hot, top):
+    """Piecewise-linear funding score: 0 at ``neutral``, 0.5 at ``warm``, 0.8 at ``hot``, 1 from ``top`` on
+    (the settings keep the four in rising order)."""
     if not x > neutral:
         return 0.0
-    if x <= FUNDING_WARM_8H:
-        return 0.5 * (x - neutral) / (FUNDING_WARM_8H - neutral)
+    if x <= warm:
+        return 0.5 * (x - neutral) / (warm - neutral)
     if x <= hot:
-        return 0.5 + 0.3 * (x - FUNDING_WARM_8H) / (hot - FUNDING_WARM_8H)
-    if x < FUNDING_MAX_8H:
-        return 0.8 + 0.2 * (x - hot) / (FUNDING_MAX_8H - hot)
+        return 0.5 + 0.3 * (x - warm) / (hot - warm)
+    if x < top:
+        return 0.8 + 0.2 * (x - hot) / (top - hot)
     return 1.0
 
 
@@ -443,8 +462,8 @@ def funding_anchor(x, neutral, hot):
 def overheat_score(crowd, funding, pct, n_pct, premium_bps, oi_chg_24h, price_chg_24h, p):
     """0..100 for the side whose positions are crowded in direction ``crowd`` (+1 long, -1 short)."""
     on_side = crowd * funding
-    s_f = funding_anchor(on_side, p[FUNDING_NEUTRAL_8H], p[FUNDING_HOT_8H])
-    if n_pct >= FUNDING_PCT_MIN_SAMPLES and on_side > 0.0:
+    s_f = funding_anchor(on_side, p[FUNDING_NEUTRAL_8H], p[FUNDING_WARM_8H], p[FUNDING_HOT_8H], p[FUNDING_MAX_8H])
+    if n_pct >= p[FUNDING_PCT_MIN_SAMPLES] and on_side > 0.0:
         rank = pct if crowd > 0 else 1.0 - pct
         s_f = max(s_f, _clip01((rank - 0.5) / FUNDING_PCT_SPAN))
     s_p = _clip01(crowd * premium_bps / p[PREMIUM_HOT_BPS])
@@ -486,17 +505,22 @@ def compute_features(state, i, now, p):
     f[F_Z5] = r5 / sigma5
 
     tau_fast = p[LIQ_FAST_TAU_S]
-    tau_slow = p[LIQ_SLOW_TAU_S]
     tau_flow = p[FLOW_TAU_S]
-    # a baseline is never averaged over less than the fast window it is compared with
-    elapsed = max(now - state.t_first[i], tau_fast)
+    minute = math.floor(now / 60.0)
+    # The baseline ends liq_baseline_lag_min minutes before now, so the minutes a burst is measured in are
+    # never part of what it is measured against, and starts no earlier than the slot's history.
+    m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
+    m_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
+    if state.t_first[i] < _INF:
+        m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0))
     buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
     sell = decay_value(state.acc, state.acc_t, i, CH_SELL, now, tau_flow)
     for side in range(2):
         liq_fast = decay_value(state.acc, state.acc_t, i, CH_LIQ_FAST + side, now, tau_fast)
         rate = liq_fast / tau_fast * 60.0
-        slow = decay_value(state.acc, state.acc_t, i, CH_LIQ_SLOW + side, now, tau_slow)
-        base = max(baseline_per_min(slow, tau_slow, elapsed), p[LIQ_FLOOR_USD_MIN])
+        base = p[LIQ_FLOOR_USD_MIN]  # alone while the history holds no lagged minute yet
+        if m_hi >= m_lo:
+            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), base)
         f[F_LIQ_RATE_LONG + side] = rate
         f[F_LIQ_BASE_LONG + side] = base
         f[F_LIQ_RATIO_LONG + side] = rate / base
@@ -504,7 +528,6 @@ def compute_features(state, i, now, p):
         f[F_LIQ_SHARE_LONG + side] = _ratio(liq_fast, sell if side == LONG else buy)
     f[F_IMBALANCE] = (buy - sell) / (buy + sell) if buy + sell > 0.0 else 0.0
 
-    minute = math.floor(now / 60.0)
     f[F_OI_USD] = state.oi_usd[i]
     f[F_OI_CHG_5M] = ring_log_change(state.oi_min, state.oi_min_last, state.oi_min_first, i, minute, 5, True)
     f[F_OI_CHG_1H] = ring_log_change(state.oi_min, state.oi_min_last, state.oi_min_first, i, minute, 60, True)

@@ -1,8 +1,9 @@
 """The detector's thresholds as one float64 array, so numba kernels take them as a plain argument.
 
 ``pack(settings)`` copies the ``DetectorSettings`` fields named in ``FIELDS`` in that order; kernels read
-them through the integer constants below (numba folds module-level ints into the compiled code). The
-Redis-loop settings (``eval_interval_s``, ``read_count``, ``block_ms``) are not the kernels' business.
+them through the integer constants below (numba folds module-level ints into the compiled code). Integer
+settings (minutes, sample counts) travel as exact floats. The Redis-loop settings (``eval_interval_s``,
+``read_count``, ``block_ms``) are not the kernels' business.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from flushwatch.settings import DetectorSettings
 
 FIELDS: Final[tuple[str, ...]] = (
     "liq_fast_tau_s",
-    "liq_slow_tau_s",
+    "liq_baseline_lag_min",
+    "liq_baseline_window_min",
     "liq_floor_usd_min",
     "liq_trigger_ratio",
     "trigger_hold_s",
@@ -36,9 +38,13 @@ FIELDS: Final[tuple[str, ...]] = (
     "flow_tau_s",
     "vol_halflife_s",
     "vol_floor_1m",
+    "price_fallback_s",
     "overheat_hot",
     "overheat_exit",
+    "funding_warm_8h",
     "funding_hot_8h",
+    "funding_max_8h",
+    "funding_pct_min_samples",
     "premium_hot_bps",
     "oi_build_full",
     "weight_funding",
@@ -49,7 +55,8 @@ FIELDS: Final[tuple[str, ...]] = (
 # One constant per entry of FIELDS, same order; the unpacking fails at import if the two ever diverge.
 (
     LIQ_FAST_TAU_S,
-    LIQ_SLOW_TAU_S,
+    LIQ_BASELINE_LAG_MIN,
+    LIQ_BASELINE_WINDOW_MIN,
     LIQ_FLOOR_USD_MIN,
     LIQ_TRIGGER_RATIO,
     TRIGGER_HOLD_S,
@@ -70,9 +77,13 @@ FIELDS: Final[tuple[str, ...]] = (
     FLOW_TAU_S,
     VOL_HALFLIFE_S,
     VOL_FLOOR_1M,
+    PRICE_FALLBACK_S,
     OVERHEAT_HOT,
     OVERHEAT_EXIT,
+    FUNDING_WARM_8H,
     FUNDING_HOT_8H,
+    FUNDING_MAX_8H,
+    FUNDING_PCT_MIN_SAMPLES,
     PREMIUM_HOT_BPS,
     OI_BUILD_FULL,
     WEIGHT_FUNDING,

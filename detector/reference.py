@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,11 +42,6 @@ def decay_value(events: Sequence[tuple[float, float]], t: float, tau: float) -> 
         effective.append((newest, x))
     at = max(t, newest)
     return sum(x * math.exp(-(at - eff) / tau) for eff, x in effective)
-
-
-def baseline_per_min(acc_value: float, tau: float, elapsed: float) -> float:
-    """EWMA rate per minute, divided by the weight its history has had time to gather."""
-    return acc_value / (tau * -math.expm1(-elapsed / tau)) * 60.0
 
 
 # --- rings as dicts ------------------------------------------------------------------------------------
@@ -106,6 +102,36 @@ class Buckets:
             b_then = self.oldest()
         now_v, then_v = self.value(b_now), self.value(b_then)
         return math.log(now_v / then_v) if now_v > 0 and then_v > 0 else math.nan
+
+
+# --- 3. per-minute liquidation sums ----------------------------------------------------------------------
+
+
+@dataclass
+class MinuteSums:
+    """The ``(minute, usd)`` liquidations admitted to one side's baseline, in arrival order. The ring that
+    stands for it spans the ``capacity`` minutes up to the newest one: a liquidation older than that span
+    when it arrives is refused, and a minute that falls out of the span no longer counts."""
+
+    capacity: int
+    entries: list[tuple[int, float]] = field(default_factory=list)
+
+    def newest(self) -> float:
+        return max((m for m, _ in self.entries), default=-math.inf)
+
+    def add(self, minute: int, usd: float) -> None:
+        if minute > self.newest() - self.capacity:
+            self.entries.append((minute, usd))
+
+    def total(self, minute: int) -> float:
+        """USD liquidated in ``minute``; 0 outside the span (before it: forgotten, after it: none yet)."""
+        if not self.newest() - self.capacity < minute <= self.newest():
+            return 0.0
+        return sum(usd for m, usd in self.entries if m == minute)
+
+    def mean(self, lo: int, hi: int) -> float:
+        """Mean USD per minute over minutes ``lo..hi``, every minute in the range counted."""
+        return statistics.fmean(self.total(m) for m in range(lo, hi + 1))
 
 
 # --- 2. per-second price, volatility ---------------------------------------------------------------------
@@ -174,11 +200,10 @@ def overheat_score(
         return 0.0 if math.isnan(x) else min(max(x, 0.0), 1.0)
 
     on_side = crowd * funding
-    neutral = min(s.funding_neutral_8h, 0.0003)
-    hot = min(max(s.funding_hot_8h, 0.0003), 0.001)
-    anchor = 0.0 if math.isnan(on_side) else float(np.interp(on_side, [neutral, 0.0003, hot, 0.001], [0, 0.5, 0.8, 1]))
+    knots = [s.funding_neutral_8h, s.funding_warm_8h, s.funding_hot_8h, s.funding_max_8h]
+    anchor = 0.0 if math.isnan(on_side) else float(np.interp(on_side, knots, [0, 0.5, 0.8, 1]))
     pct_score = 0.0
-    if n_pct >= 60 and on_side > 0:
+    if n_pct >= s.funding_pct_min_samples and on_side > 0:
         pct_score = clip(((pct if crowd > 0 else 1 - pct) - 0.5) / 0.45)
     s_f = max(anchor, pct_score)
     s_p = clip(crowd * premium_bps / s.premium_hot_bps)
@@ -196,7 +221,10 @@ def overheat_score(
 @dataclass
 class RefSlot:
     events: dict[str, list[tuple[float, float]]] = field(
-        default_factory=lambda: {k: [] for k in ("liq_fast_0", "liq_fast_1", "liq_slow_0", "liq_slow_1", "buy", "sell")}
+        default_factory=lambda: {k: [] for k in ("liq_fast_0", "liq_fast_1", "buy", "sell")}
+    )
+    liq_minutes: tuple[MinuteSums, MinuteSums] = field(
+        default_factory=lambda: (MinuteSums(MIN_RING), MinuteSums(MIN_RING))
     )
     t_first: float = math.inf
     price: float = math.nan
@@ -230,10 +258,13 @@ def _ok(x: float, low: float, strict: bool) -> bool:
 
 
 def reference_apply(
-    slots: list[RefSlot], rows: Sequence[tuple[int, int, float, float, float, float]], stage: np.ndarray
+    slots: list[RefSlot],
+    rows: Sequence[tuple[int, int, float, float, float, float]],
+    stage: np.ndarray,
+    s: DetectorSettings,
 ) -> np.ndarray:
     """Feed ``(kind, slot, t, v0, v1, v2)`` rows; returns the rejected count per reason. ``stage[slot, side]``
-    is the stage at the time (liquidations of a side at stage >= 3 skip its slow baseline)."""
+    is the stage at the time (liquidations of a side at stage >= 3 skip its baseline)."""
     rejects = dict.fromkeys(REJECT_REASONS, 0)
     for kind, i, t, a, b, c in rows:
         if not 0 <= i < len(slots):
@@ -268,7 +299,7 @@ def reference_apply(
             side = 0 if c > 0 else 1
             slot.events[f"liq_fast_{side}"].append((t, b))
             if stage[i, side] < TRIGGERED:
-                slot.events[f"liq_slow_{side}"].append((t, b))
+                slot.liq_minutes[side].add(math.floor(t / 60), b)
             slot.totals["liq_long_usd" if side == 0 else "liq_short_usd"] += b
             slot.totals["liquidations"] += 1
         elif kind == FUNDING:
@@ -276,7 +307,7 @@ def reference_apply(
             if t >= slot.mark_t:
                 slot.mark, slot.index, slot.funding, slot.mark_t = a, b, c, t
                 slot.fund_min.put(t, c)
-            if t - slot.trade_t > 60.0:
+            if t - slot.trade_t > s.price_fallback_s:
                 slot.set_price(t, a)
         elif kind == OI:
             slot.totals["open_interest"] += 1
@@ -302,14 +333,20 @@ def reference_features(slot: RefSlot, now: float, s: DetectorSettings) -> dict[s
     sig1 = max(math.sqrt(60 * var), s.vol_floor_1m)
     sig5 = max(math.sqrt(300 * var), s.vol_floor_1m * math.sqrt(5))
     out |= {"r1m": r1, "r5m": r5, "sigma1m": sig1, "sigma5m": sig5, "z1": r1 / sig1, "z5": r5 / sig5}
-    elapsed = max(now - slot.t_first, s.liq_fast_tau_s)
+    # the baseline's minutes: the window ending lag minutes before now's, none before the first event's
+    minute = math.floor(now / 60)
+    hi = minute - s.liq_baseline_lag_min
+    lo = hi - s.liq_baseline_window_min + 1
+    if math.isfinite(slot.t_first):
+        lo = max(lo, math.floor(slot.t_first / 60))
     buy = decay_value(slot.events["buy"], now, s.flow_tau_s)
     sell = decay_value(slot.events["sell"], now, s.flow_tau_s)
     for side, name in enumerate(("long", "short")):
         fast = decay_value(slot.events[f"liq_fast_{side}"], now, s.liq_fast_tau_s)
-        slow = decay_value(slot.events[f"liq_slow_{side}"], now, s.liq_slow_tau_s)
         rate = fast / s.liq_fast_tau_s * 60
-        base = max(baseline_per_min(slow, s.liq_slow_tau_s, elapsed), s.liq_floor_usd_min)
+        base = s.liq_floor_usd_min
+        if lo <= hi:
+            base = max(slot.liq_minutes[side].mean(lo, hi), base)
         against = sell if side == 0 else buy
         out |= {
             f"liq_rate_{name}": rate,
@@ -318,7 +355,6 @@ def reference_features(slot: RefSlot, now: float, s: DetectorSettings) -> dict[s
             f"liq_share_{name}": fast / against if against > 0 else math.nan,
         }
     out["imbalance"] = (buy - sell) / (buy + sell) if buy + sell > 0 else 0.0
-    minute = math.floor(now / 60)
     out["oi_usd"] = slot.oi
     for name, series, window in (
         ("oi_chg_5m", slot.oi_min, 5),

@@ -7,7 +7,9 @@ a NumPy array; the Python helpers at the bottom turn rows into the dicts carried
 Conventions: times are event-time seconds (float64). "Never" is ``-inf`` for newest-time fields and
 ``+inf`` for ``t_first``, so min/max updates need no special case; unset values are NaN. A ring stores
 one value per bucket (second, minute, 10 s) at ``ring[slot, bucket % capacity]``; ``*_last`` is the
-absolute index of its newest bucket and ``*_first`` of its first one (-1 while empty).
+absolute index of its newest bucket and ``*_first`` of its first one (-1 while empty). The liquidation
+ring is a sum ring, per side (``liq_min[slot, side, minute % capacity]``): it adds rather than replaces, and
+needs no ``_first``: a minute it was never given counts as zero, and the baseline starts at ``t_first``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ FLUSHED: Final = 7
 
 # --- exponentially decayed accumulators (acc, acc_t columns) ------------------------------------------
 CH_LIQ_FAST: Final = 0  # + side: fast liquidation USD, longs then shorts
-CH_LIQ_SLOW: Final = 2  # + side: slow baseline liquidation USD
-CH_BUY: Final = 4  # taker-buy USD
-CH_SELL: Final = 5  # taker-sell USD
-N_CHANNELS: Final = 6
+CH_BUY: Final = 2  # taker-buy USD
+CH_SELL: Final = 3  # taker-sell USD
+N_CHANNELS: Final = 4
 
 # --- time of the value currently held, per source (val_t columns) -------------------------------------
 VT_PRICE, VT_TRADE, VT_MARK, VT_OI, VT_DEPTH = range(5)
@@ -44,7 +45,7 @@ N_VALUE_TIMES: Final = 5
 
 # --- rings ----------------------------------------------------------------------------------------------
 SEC_RING: Final = 900  # last price per second, 15 min
-MIN_RING: Final = 1440  # last value per minute, 24 h
+MIN_RING: Final = 1440  # last value (liquidations: the sum) per minute, 24 h
 DEPTH_RING: Final = 360  # 1 %-depth per 10 s, 1 h
 DEPTH_BUCKET_S: Final = 10.0
 
@@ -196,7 +197,7 @@ CONDITIONS: Final[tuple[str, ...]] = (
 
 class DetectorState(NamedTuple):
     # clocks
-    t_first: np.ndarray  # (n,) earliest event time seen (bias correction of the slow baseline)
+    t_first: np.ndarray  # (n,) earliest event time seen (the liquidation baseline starts at its minute)
     t_last: np.ndarray  # (n,) newest event time seen
     # decayed accumulators and the time each was last brought forward
     acc: np.ndarray  # (n, N_CHANNELS)
@@ -226,6 +227,9 @@ class DetectorState(NamedTuple):
     fund_min: np.ndarray
     fund_min_last: np.ndarray
     fund_min_first: np.ndarray
+    # per-minute liquidation USD per side, [slot, side, minute % MIN_RING]: the baseline's history
+    liq_min: np.ndarray  # (n, 2, MIN_RING), 0 for a minute without liquidations
+    liq_min_last: np.ndarray  # (n, 2) absolute index of the newest minute, -1 before the first
     # 10-s depth ring and the median of its completed buckets
     depth_ring: np.ndarray
     depth_last: np.ndarray
@@ -287,6 +291,8 @@ def allocate(n_slots: int) -> DetectorState:
         fund_min=fund_min,
         fund_min_last=fund_min_last,
         fund_min_first=fund_min_first,
+        liq_min=np.zeros((n, 2, MIN_RING)),
+        liq_min_last=np.full((n, 2), -1, np.int64),
         depth_ring=depth_ring,
         depth_last=depth_last,
         depth_first=depth_first,

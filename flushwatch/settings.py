@@ -123,7 +123,10 @@ class DetectorSettings(_Section):
     block_ms: int = Field(default=100, ge=1, le=2000)
     # liquidation intensity
     liq_fast_tau_s: float = Field(default=60.0, gt=0)
-    liq_slow_tau_s: float = Field(default=6 * 3600.0, gt=0)
+    liq_baseline_lag_min: int = Field(default=5, ge=1)
+    """Minutes left out of the baseline before now, so a burst is never compared with itself."""
+    liq_baseline_window_min: int = Field(default=360, ge=1)
+    """Minutes averaged into the baseline (fewer while the asset's history is shorter)."""
     liq_floor_usd_min: float = Field(default=10_000.0, gt=0)
     liq_trigger_ratio: float = Field(default=6.0, gt=1)
     trigger_hold_s: float = Field(default=10.0, ge=0)
@@ -146,10 +149,19 @@ class DetectorSettings(_Section):
     flow_tau_s: float = Field(default=60.0, gt=0)
     vol_halflife_s: float = Field(default=3600.0, gt=0)
     vol_floor_1m: float = Field(default=0.001, gt=0)
+    price_fallback_s: float = Field(default=60.0, gt=0)
+    """The mark stands in for the last price once no trade has been seen for this long (or ever)."""
     # overheating
     overheat_hot: float = Field(default=60.0, ge=0, le=100)
     overheat_exit: float = Field(default=50.0, ge=0, le=100)
+    funding_warm_8h: float = 0.0003
+    """Funding (in the crowded side's favour) that scores 0.5 of the funding anchor."""
     funding_hot_8h: float = Field(default=0.0005, gt=0)
+    """Funding that scores 0.8 of the funding anchor (it scores 0 at ``funding_neutral_8h``)."""
+    funding_max_8h: float = 0.001
+    """Funding that scores the whole funding anchor."""
+    funding_pct_min_samples: int = Field(default=60, ge=1)
+    """Per-minute funding samples (of at most 1440 kept) before the funding percentile counts."""
     premium_hot_bps: float = Field(default=10.0, gt=0)
     oi_build_full: float = Field(default=0.15, gt=0)
     weight_funding: float = Field(default=0.45, ge=0)
@@ -164,6 +176,14 @@ class DetectorSettings(_Section):
             raise ValueError("cascade_ratio must not be below liq_trigger_ratio")
         if self.overheat_exit > self.overheat_hot:
             raise ValueError("overheat_exit must not exceed overheat_hot (hysteresis)")
+        if self.liq_baseline_lag_min + self.liq_baseline_window_min > 1440:
+            raise ValueError(
+                "liq_baseline_lag_min + liq_baseline_window_min must not exceed 1440 (the per-minute ring, 24 h)"
+            )
+        if not self.funding_neutral_8h < self.funding_warm_8h < self.funding_hot_8h < self.funding_max_8h:
+            raise ValueError(
+                "funding anchors must rise: funding_neutral_8h < funding_warm_8h < funding_hot_8h < funding_max_8h"
+            )
         return self
 
 

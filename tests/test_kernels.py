@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from detector import kernels as K
 from detector import reference as R
@@ -18,11 +19,19 @@ from detector.params import FIELDS, LIQ_TRIGGER_RATIO, pack
 from detector.state import (
     C_SHOCK_FLOW,
     C_TRIGGER_HELD,
+    CH_LIQ_FAST,
     CONDITIONS,
+    F_LIQ_BASE_LONG,
+    F_LIQ_BASE_SHORT,
     F_OI_CHG_EPISODE_LONG,
     F_OI_CHG_EPISODE_SHORT,
     FEATURE_NAMES,
+    LONG,
+    MIN_RING,
     REJECT_REASONS,
+    SHORT,
+    T_LIQ_LONG_USD,
+    T_LIQ_SHORT_USD,
     allocate,
     describe,
     thresholds,
@@ -65,24 +74,6 @@ def test_decay_accumulator_matches_reference(events, tau, queries) -> None:
     for q in queries:
         _close(K.decay_value(acc, acc_t, 1, 2, q, tau), R.decay_value(events, q, tau))
     assert acc[0].sum() == 0 and acc[1, :2].sum() == 0  # other slots and channels untouched
-
-
-@EXAMPLES
-@given(acc=amounts, tau=st.floats(1.0, 1e5), elapsed=st.floats(1e-3, 1e7, allow_nan=False, allow_infinity=False))
-def test_bias_corrected_baseline_matches_reference(acc, tau, elapsed) -> None:
-    _close(K.baseline_per_min(acc, tau, elapsed), R.baseline_per_min(acc, tau, elapsed))
-
-
-def test_bias_corrected_baseline_is_the_plain_average_early_and_the_rate_late() -> None:
-    tau = 3600.0
-    # 1000 USD/s for 10 s fed into a decayed sum: the corrected rate is ~1000 USD/s = 60000/min
-    acc, acc_t = np.zeros((1, 1)), np.full((1, 1), -np.inf)
-    for k in range(11):
-        K.decay_add(acc, acc_t, 0, 0, float(k), 1000.0, tau)
-    early = K.baseline_per_min(K.decay_value(acc, acc_t, 0, 0, 10.0, tau), tau, 11.0)
-    assert early == pytest.approx(60_000, rel=0.01)
-    # a steady state sum (rate * tau) after a long history reads as the rate itself
-    assert K.baseline_per_min(1000.0 * tau, tau, 1e9) == pytest.approx(60_000, rel=1e-12)
 
 
 # --- 2. per-second prices and volatility ----------------------------------------------------------------
@@ -130,6 +121,53 @@ def test_minute_ring_log_change_matches_reference(points, cap, window, fallback,
         ref.put(t, v)
     minute = math.floor(now / 60.0)
     _close(K.ring_log_change(ring, last, first, 0, minute, window, fallback), ref.log_change(minute, window, fallback))
+
+
+@st.composite
+def minute_adds(draw) -> list[tuple[int, float]]:
+    """``(minute, usd)`` adds: mostly forwards by 0-3 minutes, now and then past a ring's span or a whole
+    era ahead, some arriving late (out of order, up to beyond the ring)."""
+    out = []
+    newest = draw(st.integers(0, 5))
+    for _ in range(draw(st.integers(0, 40))):
+        newest += draw(st.sampled_from([0, 0, 1, 1, 2, 3, 17, 40, 10**7]))
+        late = draw(st.sampled_from([0, 0, 0, 1, 3, 9, 30]))
+        out.append((max(newest - late, 0), draw(amounts)))
+    return out
+
+
+@EXAMPLES
+@given(
+    adds=minute_adds(),
+    cap=st.integers(1, 12),
+    ranges=st.lists(st.tuples(st.integers(-45, 8), st.integers(0, 45)), min_size=1, max_size=6),
+)
+def test_minute_sum_ring_and_lagged_mean_match_reference(adds, cap, ranges) -> None:
+    ring, last = np.zeros((2, 2, cap)), np.full((2, 2), -1, np.int64)
+    ref = R.MinuteSums(cap)
+    for b, x in adds:
+        K.sum_ring_add(ring, last, 1, 0, b, x)
+        ref.add(b, x)
+    top = last[1, 0]
+    assert top == (max(b for b, _ in adds) if adds else -1)
+    for m in range(top - cap - 2, top + 3):  # every minute the ring holds, and some either side
+        _close(K.lagged_mean(ring, last, 1, 0, m, m), ref.total(m))
+    for lo, n in ranges:  # ranges around the newest minute: partly forgotten, partly not yet seen
+        _close(K.lagged_mean(ring, last, 1, 0, top + lo, top + lo + n), ref.mean(top + lo, top + lo + n))
+    assert not ring[0].any() and not ring[1, 1].any() and (last[0] == -1).all() and last[1, 1] == -1
+
+
+def test_minute_sum_ring_zero_fills_gaps_and_drops_what_it_no_longer_spans() -> None:
+    ring, last = np.zeros((1, 2, 4)), np.full((1, 2), -1, np.int64)
+    for b, x in ((100, 5.0), (100, 7.0), (102, 1.0), (101, 2.0), (97, 1e9)):  # late 101 kept, 97 too old
+        K.sum_ring_add(ring, last, 0, 1, b, x)
+    assert [K.lagged_mean(ring, last, 0, 1, m, m) for m in range(98, 104)] == [0.0, 0.0, 12.0, 2.0, 1.0, 0.0]
+    assert K.lagged_mean(ring, last, 0, 1, 99, 106) == 15.0 / 8  # minutes after the newest count as zero
+    K.sum_ring_add(ring, last, 0, 1, 104, 3.0)  # minute 100 leaves the ring, 103 is a quiet minute
+    assert K.lagged_mean(ring, last, 0, 1, 100, 104) == (2.0 + 1.0 + 0.0 + 3.0) / 5
+    K.sum_ring_add(ring, last, 0, 1, 1000, 4.0)  # far ahead: the whole ring is a lap old
+    assert ring[0, 1].tolist() == [4.0, 0.0, 0.0, 0.0] and last[0, 1] == 1000
+    assert not ring[0, 0].any() and last[0, 0] == -1
 
 
 def test_log_change_uses_the_oldest_value_when_history_is_short() -> None:
@@ -256,9 +294,12 @@ def rows(draw) -> list[tuple[int, int, float, float, float, float]]:
     stages=st.lists(st.sampled_from([0, 1, 3, 4, 7]), min_size=6, max_size=6),
     cuts=st.lists(st.integers(0, 120), max_size=4),
     lag=st.sampled_from([-30.0, 0.0, 0.5, 45.0, 400.0]),
+    baseline=st.sampled_from([(5, 360), (1, 1), (2, 30), (40, 1400)]),
+    fallback=st.sampled_from([60.0, 5.0]),
 )
-def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag) -> None:
-    s = DetectorSettings()
+def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag, baseline, fallback) -> None:
+    lag_min, window_min = baseline
+    s = DetectorSettings(liq_baseline_lag_min=lag_min, liq_baseline_window_min=window_min, price_fallback_s=fallback)
     p = pack(s)
     state = allocate(3)
     state.stage[:] = np.array(stages, np.int8).reshape(3, 2)
@@ -270,7 +311,7 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag) -> N
         rejects += K.apply_batch(state, *part, np.zeros(hi - lo), p)
 
     ref_slots = [R.RefSlot() for _ in range(3)]
-    assert list(rejects) == list(R.reference_apply(ref_slots, batch, state.stage))
+    assert list(rejects) == list(R.reference_apply(ref_slots, batch, state.stage, s))
     now = max((r[2] for r in batch if math.isfinite(r[2]) and r[2] > 0), default=1_700_000_000.0) + lag
     for i, ref in enumerate(ref_slots):
         np.testing.assert_allclose(state.totals[i], R.reference_totals(ref), rtol=RTOL)
@@ -284,49 +325,77 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag) -> N
                     raise AssertionError(f"slot {i} feature {name}") from exc
 
 
-def test_a_young_baseline_is_averaged_over_at_least_the_fast_window() -> None:
-    p = pack(DetectorSettings())
+def _liquidations(state, p, times, usd, sides) -> None:
+    n = len(times)
+    one = np.ones(n)
+    cols = (np.full(n, LIQ, np.int8), np.zeros(n, np.int32), np.array(times, float), 100 * one)
+    K.apply_batch(state, *cols, np.array(usd, float), np.array(sides, float), 0 * one, p)
+
+
+def _base(state, p, now: float) -> tuple[float, float]:
+    K.compute_features(state, 0, now, p)
+    return state.features[0, F_LIQ_BASE_LONG], state.features[0, F_LIQ_BASE_SHORT]
+
+
+def test_the_baseline_is_the_mean_per_minute_of_the_lagged_minutes() -> None:
+    s = DetectorSettings(liq_baseline_lag_min=5, liq_baseline_window_min=6)
+    p, floor = pack(s), s.liq_floor_usd_min
     state = allocate(1)
-    one = np.ones(1)
-    K.apply_batch(
-        state,
-        np.array([LIQ], np.int8),
-        np.zeros(1, np.int32),
-        np.array([1000.0]),
-        100 * one,
-        50_000 * one,
-        one,
-        0 * one,
-        p,
-    )
-    K.compute_features(state, 0, 1005.0, p)
-    # 50 kUSD five seconds into the history: 50 kUSD over one 60-s window, not 600 kUSD/min
-    assert state.features[0, FEATURE_NAMES.index("liq_base_long")] == pytest.approx(50_000, rel=1e-2)
-    assert state.features[0, FEATURE_NAMES.index("liq_base_short")] == DetectorSettings().liq_floor_usd_min
+    m0 = 100 * 60.0  # minute 100
+    _liquidations(state, p, [m0 + 30, m0 + 50, m0 + 190], [40_000, 20_000, 120_000], [1, 1, 1])
+    # minutes 100..104 are all within the lag at minute 104: no lagged minute yet, the floor alone
+    assert _base(state, p, m0 + 299) == (floor, floor)
+    assert _base(state, p, m0 + 300) == (60_000, floor)  # minute 100 alone
+    assert _base(state, p, m0 + 479) == (60_000 / 3, floor)  # 101, 102: quiet minutes count as zero
+    assert _base(state, p, m0 + 480) == (180_000 / 4, floor)  # ... until 103 enters
+    # a burst now, and in the lagged minutes, does not move it
+    _liquidations(state, p, [m0 + 481, m0 + 420, m0 + 241], [5e6, 5e6, 5e6], [1, 1, 1])
+    assert _base(state, p, m0 + 480)[0] == 180_000 / 4
+    # the window slides: at minute 113 it spans 103..108, without minute 100 and with the burst's minutes
+    # (104, 107, 108), now that they are lag minutes old
+    assert _base(state, p, m0 + 780)[0] == pytest.approx((120_000 + 15e6) / 6)
+    # an hour on: the quiet minutes since the newest liquidation still count, as zeros
+    assert _base(state, p, m0 + 3600) == (floor, floor)
 
 
-def test_liquidations_during_an_episode_skip_the_slow_baseline() -> None:
+def test_liquidations_during_an_episode_skip_the_baseline() -> None:
     p = pack(DetectorSettings())
     state = allocate(1)
     state.stage[0] = (3, 0)  # long side in an episode, short side calm
-    one = np.ones(2)
-    K.apply_batch(
-        state,
-        np.array([LIQ, LIQ], np.int8),
-        np.zeros(2, np.int32),
-        np.array([10.0, 11.0]),
-        100 * one,
-        5000 * one,
-        np.array([1.0, -1.0]),
-        0 * one,
-        p,
-    )
-    from detector.state import CH_LIQ_FAST, CH_LIQ_SLOW, LONG, SHORT, T_LIQ_LONG_USD, T_LIQ_SHORT_USD
+    _liquidations(state, p, [610.0, 611.0], [700_000, 700_000], [1, -1])
 
-    assert state.acc[0, CH_LIQ_SLOW + LONG] == 0.0
-    assert state.acc[0, CH_LIQ_SLOW + SHORT] == 5000.0
-    assert state.acc[0, CH_LIQ_FAST + LONG] > 0.0
-    assert state.totals[0, T_LIQ_LONG_USD] == state.totals[0, T_LIQ_SHORT_USD] == 5000.0
+    assert state.liq_min_last[0].tolist() == [-1, 10]  # minute 10 for the short side only
+    assert not state.liq_min[0, LONG].any() and state.liq_min[0, SHORT].sum() == 700_000
+    assert state.acc[0, CH_LIQ_FAST + LONG] > 0.0  # the fast rate sees both
+    assert state.totals[0, T_LIQ_LONG_USD] == state.totals[0, T_LIQ_SHORT_USD] == 700_000
+    assert _base(state, p, 1000.0) == (DetectorSettings().liq_floor_usd_min, 700_000 / 2)  # minutes 10..11
+
+
+def test_the_baseline_fits_in_the_minute_ring_and_funding_anchors_rise() -> None:
+    DetectorSettings(liq_baseline_lag_min=1, liq_baseline_window_min=MIN_RING - 1)
+    with pytest.raises(ValidationError, match="liq_baseline_lag_min"):
+        DetectorSettings(liq_baseline_lag_min=2, liq_baseline_window_min=MIN_RING - 1)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        DetectorSettings(liq_baseline_lag_min=0)
+    for bad in (
+        {"funding_warm_8h": 0.00005},  # below neutral (0.0001)
+        {"funding_warm_8h": 0.0006},  # above hot (0.0005)
+        {"funding_hot_8h": 0.001},  # not below max
+        {"funding_neutral_8h": 0.0003},  # not below warm
+    ):
+        with pytest.raises(ValidationError, match="funding anchors must rise"):
+            DetectorSettings(**bad)
+
+
+def test_funding_anchor_follows_its_settings() -> None:
+    s = DetectorSettings(funding_warm_8h=0.0002, funding_max_8h=0.002, funding_pct_min_samples=10)
+    p = pack(s)
+    score = {x: K.overheat_score(1.0, x, 0.5, 0, 0.0, math.nan, math.nan, p) for x in (0.0002, 0.0005, 0.002)}
+    w = 100 * s.weight_funding / (s.weight_funding + s.weight_premium + s.weight_oi_build)
+    assert score == pytest.approx({0.0002: 0.5 * w, 0.0005: 0.8 * w, 0.002: w})
+    # the percentile counts from funding_pct_min_samples on: rank 0.95 lifts a low rate to the full anchor
+    assert K.overheat_score(1.0, 0.0001, 0.95, 9, 0.0, math.nan, math.nan, p) == 0.0
+    assert K.overheat_score(1.0, 0.0001, 0.95, 10, 0.0, math.nan, math.nan, p) == pytest.approx(w)
 
 
 # --- batch builder, params, helpers ---------------------------------------------------------------------------

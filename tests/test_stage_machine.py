@@ -40,6 +40,8 @@ from detector.state import (
     LONG,
     SHORT,
     SIDE_NAMES,
+    T_LIQ_LONG_USD,
+    TRIGGERED,
     DetectorState,
     allocate,
     describe,
@@ -52,7 +54,10 @@ from flushwatch.signals import stage_name
 
 T0 = 1_700_000_000.0
 ID = {"venue": "binance", "symbol": "BTCUSDT", "asset": "BTC"}
-SETTINGS = DetectorSettings()
+# The floor is all a liquidation rate is compared with until the first lagged minute exists (a fresh start):
+# set, as for a real market, above a sixth of the simulated calm background (~67 kUSD/min per side), which
+# would otherwise trigger in the first minutes. Every other setting is the default.
+SETTINGS = DetectorSettings(liq_floor_usd_min=40_000.0)
 TH = thresholds(SETTINGS)
 
 
@@ -83,6 +88,7 @@ class Sim:
     oi: float = 1e9
     funding: float = 0.0001
     premium_bps: float = 1.0
+    liq_spread: float = 0.3  # a liquidation at rate r is r * uniform(1 - spread, 1 + spread) USD
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     changes: list[Change] = field(default_factory=list)
     ratios: dict[float, tuple[float, float]] = field(default_factory=dict)  # t -> liq_ratio long, short
@@ -134,7 +140,7 @@ class Sim:
             if rate is None:
                 usd = rng.uniform(5e3, 40e3) if rng.random() < 0.05 else 0.0
             else:
-                usd = rate * rng.uniform(0.7, 1.3)
+                usd = rate * rng.uniform(1.0 - self.liq_spread, 1.0 + self.liq_spread)
             if usd > 0:
                 b.add(
                     Liquidation(
@@ -279,7 +285,7 @@ def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     assert trig.t - sim.held_since(trig.t, LONG, lambda r: r >= trigger_line) == SETTINGS.trigger_hold_s
     assert casc.bits & C_CASCADE_RATIO and casc.evidence["liq_ratio_long"] >= TH["cascade_ratio"]
     assert casc.t - trig.t >= 1 and sim.state.episode_start[0, LONG] == episode  # same episode
-    base_at_trigger = trig.evidence["liq_base_long"]
+    admitted = sim.state.liq_min[0, LONG].sum()  # the calm hour's, and ~0.7 MUSD in stages 0-1 since
 
     # 3. liquidations stop while OI unwinds 10 % in 2 minutes: exhausted for 60 s with OI purged -> flushed
     sim.run(120, oi_drift=math.log(0.9) / 120)
@@ -293,8 +299,12 @@ def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     assert flushed.t - sim.held_since(flushed.t, LONG, lambda r: r < exhaust_line) == SETTINGS.exhaust_hold_s
     assert flushed.evidence["oi_chg_episode_long"] <= TH["oi_purge_log_chg"]
     assert flushed.evidence["funding_8h"] > TH["funding_neutral_8h"]
-    # the episode's own liquidations (~4 MUSD in stages 3-4) did not feed its baseline
-    assert flushed.evidence["liq_base_long"] <= base_at_trigger
+    # the episode's own liquidations (~0.7 MUSD in stages 3-7) did not feed its baseline: its minutes gained
+    # nothing since the trigger, and the baseline is what they held, averaged over the whole lagged history
+    episode_usd = sim.state.totals[0, T_LIQ_LONG_USD] - admitted
+    assert episode_usd > 5e5 and sim.state.liq_min[0, LONG].sum() == admitted
+    minutes = math.floor(flushed.t / 60) - SETTINGS.liq_baseline_lag_min - math.floor(T0 / 60) + 1
+    assert flushed.evidence["liq_base_long"] == pytest.approx(admitted / minutes)
 
     # 4. calm: back to 0 after flushed_hold_s
     sim.run(int(SETTINGS.flushed_hold_s) + 5)
@@ -327,6 +337,34 @@ def test_short_squeeze_mirrors_the_flush_on_the_short_side() -> None:
     assert flushed.bits & C_FUNDING_RESET and not flushed.bits & C_OI_PURGED
     assert flushed.evidence["funding_8h"] >= -TH["funding_neutral_8h"]
     assert sim.stage_changes("long") == [] and sim.stages() == (0, 0)
+
+
+# --- a burst on a short history ------------------------------------------------------------------------------
+
+
+def test_a_burst_three_minutes_after_a_fresh_start_triggers_and_never_lifts_its_own_baseline() -> None:
+    sim = Sim()
+    sim.run(180)
+    assert sim.changes == []
+    # one long liquidation of 200 kUSD-1 MUSD a second: with no lagged minute yet the floor is the baseline
+    # (an average since the first event takes the burst in with it, and never lets it reach the trigger)
+    sim.liq_spread = 2 / 3
+    n = sim.run(20, liq_long=600_000, until=lambda sim: sim.state.stage[0, LONG] >= TRIGGERED)
+    assert n <= 20 and sim.state.stage[0, LONG] >= TRIGGERED
+    (trig,) = sim.stage_changes("long")
+    assert trig.evidence["liq_base_long"] == SETTINGS.liq_floor_usd_min and trig.bits & C_TRIGGER_HELD
+    admitted = sim.state.liq_min[0, LONG].sum()  # the calm minutes and the burst's first ~11 s (~6.6 MUSD)
+
+    # ten more minutes of it, twice the lag: the minute of its first seconds enters the baseline once it is
+    # lag minutes old, the rest never does, so the ratio stays far above the cascade line (~45x at the end)
+    for _ in range(600):
+        sim.run(1, liq_long=600_000)
+        assert sim.state.stage[0, LONG] >= TRIGGERED and sim.ratios[sim.t][LONG] >= TH["cascade_ratio"]
+    assert sim.state.liq_min[0, LONG].sum() == admitted
+    minutes = math.floor(sim.t / 60) - SETTINGS.liq_baseline_lag_min - math.floor(T0 / 60) + 1
+    ev = evidence(sim.state, 0)
+    assert ev["liq_base_long"] == pytest.approx(admitted / minutes) and ev["liq_ratio_long"] > 30
+    assert sim.stage_changes("short") == []
 
 
 # --- downgrades and timeouts ---------------------------------------------------------------------------------
@@ -373,7 +411,7 @@ def test_a_violent_burst_goes_from_calm_straight_to_cascade() -> None:
 def test_cascade_by_forced_selling_share_and_oi_drop() -> None:
     sim = warm()
     sim.funding = 0.0003
-    # ~7x baseline: triggered, below the cascade ratio
+    # 11 kUSD/s against a ~70 kUSD/min baseline: triggered, then 6.5-8.5x, below the cascade ratio
     sim.run(200, liq_long=11_000, sell=30_000, until=in_stage(LONG, 3))
     assert sim.stages() == (3, 0)
     n = sim.run(
@@ -394,7 +432,9 @@ def test_cascade_by_forced_selling_share_and_oi_drop() -> None:
 def test_second_leg_returns_from_flushed_to_triggered() -> None:
     sim = warm()
     sim.run(60, liq_long=30_000, until=in_stage(LONG, 3))
-    sim.run(300, until=in_stage(LONG, 7))  # funding at neutral: exhaustion alone flushes
+    # funding at neutral: exhaustion alone flushes, once the calm background stops lifting the ratio over
+    # exhaust_ratio now and then (~5.5 minutes here)
+    sim.run(600, until=in_stage(LONG, 7))
     assert sim.stages()[0] == 7 and sim.stage_changes("long")[-1].bits & C_FUNDING_RESET
     sim.run(60, liq_long=30_000, until=in_stage(LONG, 3))
     leg = sim.stage_changes("long")[-1]
