@@ -29,6 +29,7 @@ from detector.params import (
     FUNDING_PCT_MIN_SAMPLES,
     FUNDING_WARM_8H,
     LIQ_BASELINE_LAG_MIN,
+    LIQ_BASELINE_MIN_MINUTES,
     LIQ_BASELINE_WINDOW_MIN,
     LIQ_FAST_TAU_S,
     LIQ_FLOOR_USD_MIN,
@@ -511,16 +512,21 @@ def compute_features(state, i, now, p):
     # never part of what it is measured against, and starts no earlier than the slot's history.
     m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
     m_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
-    if state.t_first[i] < _INF:
-        m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0))
+    if state.t_first[i] < _INF:  # the first minute is partial: it would understate the mean
+        m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0) + 1)
     buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
     sell = decay_value(state.acc, state.acc_t, i, CH_SELL, now, tau_flow)
     for side in range(2):
         liq_fast = decay_value(state.acc, state.acc_t, i, CH_LIQ_FAST + side, now, tau_fast)
         rate = liq_fast / tau_fast * 60.0
-        base = p[LIQ_FLOOR_USD_MIN]  # alone while the history holds no lagged minute yet
-        if m_hi >= m_lo:
-            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), base)
+        held = state.liq_base_held[i, side]
+        if state.stage[i, side] >= TRIGGERED and held == held:
+            base = held  # an episode is measured against the baseline it started from, to its end
+        elif m_hi - m_lo + 1 >= p[LIQ_BASELINE_MIN_MINUTES]:
+            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), p[LIQ_FLOOR_USD_MIN])
+        else:
+            base = math.nan  # too little history to judge intensity: the ratio stays unknown
+        state.liq_base_held[i, side] = base
         f[F_LIQ_RATE_LONG + side] = rate
         f[F_LIQ_BASE_LONG + side] = base
         f[F_LIQ_RATIO_LONG + side] = rate / base

@@ -227,6 +227,7 @@ class RefSlot:
         default_factory=lambda: (MinuteSums(MIN_RING), MinuteSums(MIN_RING))
     )
     t_first: float = math.inf
+    liq_base_held: list[float] = field(default_factory=lambda: [math.nan, math.nan])
     price: float = math.nan
     price_t: float = -math.inf
     trade_t: float = -math.inf
@@ -323,7 +324,9 @@ def reference_apply(
     return np.array([rejects[r] for r in REJECT_REASONS], dtype=np.int64)
 
 
-def reference_features(slot: RefSlot, now: float, s: DetectorSettings) -> dict[str, float]:
+def reference_features(
+    slot: RefSlot, now: float, s: DetectorSettings, stage: Sequence[int] = (0, 0)
+) -> dict[str, float]:
     """Every feature except the episode columns, as of ``now``."""
     out: dict[str, float] = {"price": slot.price}
     sec = math.floor(now)
@@ -337,16 +340,20 @@ def reference_features(slot: RefSlot, now: float, s: DetectorSettings) -> dict[s
     minute = math.floor(now / 60)
     hi = minute - s.liq_baseline_lag_min
     lo = hi - s.liq_baseline_window_min + 1
-    if math.isfinite(slot.t_first):
-        lo = max(lo, math.floor(slot.t_first / 60))
+    if math.isfinite(slot.t_first):  # from the first whole minute on
+        lo = max(lo, math.floor(slot.t_first / 60) + 1)
     buy = decay_value(slot.events["buy"], now, s.flow_tau_s)
     sell = decay_value(slot.events["sell"], now, s.flow_tau_s)
     for side, name in enumerate(("long", "short")):
         fast = decay_value(slot.events[f"liq_fast_{side}"], now, s.liq_fast_tau_s)
         rate = fast / s.liq_fast_tau_s * 60
-        base = s.liq_floor_usd_min
-        if lo <= hi:
-            base = max(slot.liq_minutes[side].mean(lo, hi), base)
+        if stage[side] >= 3 and not math.isnan(slot.liq_base_held[side]):
+            base = slot.liq_base_held[side]
+        elif hi - lo + 1 >= s.liq_baseline_min_minutes:
+            base = max(slot.liq_minutes[side].mean(lo, hi), s.liq_floor_usd_min)
+        else:
+            base = math.nan
+        slot.liq_base_held[side] = base
         against = sell if side == 0 else buy
         out |= {
             f"liq_rate_{name}": rate,

@@ -246,6 +246,7 @@ class DetectorState(NamedTuple):
     t_eval: np.ndarray  # (n,) time of the slot's previous evaluate
     episode_start: np.ndarray  # kept after the episode closes, so the closing change can name it
     oi_at_start: np.ndarray
+    liq_base_held: np.ndarray  # the baseline a side's episode is measured against, fixed at stage 3
     peak_stage: np.ndarray  # highest stage of the current (or latest) episode
     overheated: np.ndarray  # hysteresis flag of the overheat score
     changed: np.ndarray  # CHANGED_* bits set by the latest evaluate
@@ -307,6 +308,7 @@ def allocate(n_slots: int) -> DetectorState:
         t_eval=np.full(n, np.nan),
         episode_start=np.full((n, 2), np.nan),
         oi_at_start=np.full((n, 2), np.nan),
+        liq_base_held=np.full((n, 2), np.nan),
         peak_stage=np.zeros((n, 2), np.int8),
         overheated=np.zeros((n, 2), np.int8),
         changed=np.zeros((n, 2), np.int8),

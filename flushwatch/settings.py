@@ -127,6 +127,9 @@ class DetectorSettings(_Section):
     """Minutes left out of the baseline before now, so a burst is never compared with itself."""
     liq_baseline_window_min: int = Field(default=360, ge=1)
     """Minutes averaged into the baseline (fewer while the asset's history is shorter)."""
+    liq_baseline_min_minutes: int = Field(default=5, ge=1)
+    """Lagged minutes the baseline must cover before liquidation intensity is judged at all: until then the
+    ratio is unknown, so a restart cannot mistake an ordinary tape for a burst."""
     liq_floor_usd_min: float = Field(default=10_000.0, gt=0)
     liq_trigger_ratio: float = Field(default=6.0, gt=1)
     trigger_hold_s: float = Field(default=10.0, ge=0)
@@ -176,6 +179,8 @@ class DetectorSettings(_Section):
             raise ValueError("cascade_ratio must not be below liq_trigger_ratio")
         if self.overheat_exit > self.overheat_hot:
             raise ValueError("overheat_exit must not exceed overheat_hot (hysteresis)")
+        if self.liq_baseline_min_minutes > self.liq_baseline_window_min:
+            raise ValueError("liq_baseline_min_minutes must not exceed liq_baseline_window_min")
         if self.liq_baseline_lag_min + self.liq_baseline_window_min > 1440:
             raise ValueError(
                 "liq_baseline_lag_min + liq_baseline_window_min must not exceed 1440 (the per-minute ring, 24 h)"

@@ -294,12 +294,13 @@ def rows(draw) -> list[tuple[int, int, float, float, float, float]]:
     stages=st.lists(st.sampled_from([0, 1, 3, 4, 7]), min_size=6, max_size=6),
     cuts=st.lists(st.integers(0, 120), max_size=4),
     lag=st.sampled_from([-30.0, 0.0, 0.5, 45.0, 400.0]),
-    baseline=st.sampled_from([(5, 360), (1, 1), (2, 30), (40, 1400)]),
+    baseline=st.sampled_from([(5, 360, 5), (1, 1, 1), (2, 30, 3), (40, 1400, 10)]),
     fallback=st.sampled_from([60.0, 5.0]),
 )
 def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag, baseline, fallback) -> None:
-    lag_min, window_min = baseline
-    s = DetectorSettings(liq_baseline_lag_min=lag_min, liq_baseline_window_min=window_min, price_fallback_s=fallback)
+    lag_min, window_min, min_minutes = baseline
+    s = DetectorSettings(liq_baseline_lag_min=lag_min, liq_baseline_window_min=window_min,
+                         liq_baseline_min_minutes=min_minutes, price_fallback_s=fallback)
     p = pack(s)
     state = allocate(3)
     state.stage[:] = np.array(stages, np.int8).reshape(3, 2)
@@ -316,7 +317,7 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag, base
     for i, ref in enumerate(ref_slots):
         np.testing.assert_allclose(state.totals[i], R.reference_totals(ref), rtol=RTOL)
         K.compute_features(state, i, now, p)
-        expected = R.reference_features(ref, now, s)
+        expected = R.reference_features(ref, now, s, state.stage[i])
         for k, name in enumerate(FEATURE_NAMES):
             if k not in (F_OI_CHG_EPISODE_LONG, F_OI_CHG_EPISODE_SHORT):
                 try:
@@ -338,13 +339,14 @@ def _base(state, p, now: float) -> tuple[float, float]:
 
 
 def test_the_baseline_is_the_mean_per_minute_of_the_lagged_minutes() -> None:
-    s = DetectorSettings(liq_baseline_lag_min=5, liq_baseline_window_min=6)
+    s = DetectorSettings(liq_baseline_lag_min=5, liq_baseline_window_min=6, liq_baseline_min_minutes=1)
     p, floor = pack(s), s.liq_floor_usd_min
     state = allocate(1)
     m0 = 100 * 60.0  # minute 100
+    state.t_first[0] = m0 - 60.0  # the slot's history began in minute 99, so minute 100 is whole
     _liquidations(state, p, [m0 + 30, m0 + 50, m0 + 190], [40_000, 20_000, 120_000], [1, 1, 1])
-    # minutes 100..104 are all within the lag at minute 104: no lagged minute yet, the floor alone
-    assert _base(state, p, m0 + 299) == (floor, floor)
+    # minutes 100..104 are all within the lag at minute 104: no lagged minute yet, intensity is not judged
+    assert all(math.isnan(b) for b in _base(state, p, m0 + 299))
     assert _base(state, p, m0 + 300) == (60_000, floor)  # minute 100 alone
     assert _base(state, p, m0 + 479) == (60_000 / 3, floor)  # 101, 102: quiet minutes count as zero
     assert _base(state, p, m0 + 480) == (180_000 / 4, floor)  # ... until 103 enters
@@ -359,9 +361,10 @@ def test_the_baseline_is_the_mean_per_minute_of_the_lagged_minutes() -> None:
 
 
 def test_liquidations_during_an_episode_skip_the_baseline() -> None:
-    p = pack(DetectorSettings())
+    p = pack(DetectorSettings(liq_baseline_min_minutes=1))
     state = allocate(1)
     state.stage[0] = (3, 0)  # long side in an episode, short side calm
+    state.t_first[0] = 540.0  # history since minute 9
     _liquidations(state, p, [610.0, 611.0], [700_000, 700_000], [1, -1])
 
     assert state.liq_min_last[0].tolist() == [-1, 10]  # minute 10 for the short side only
@@ -369,6 +372,29 @@ def test_liquidations_during_an_episode_skip_the_baseline() -> None:
     assert state.acc[0, CH_LIQ_FAST + LONG] > 0.0  # the fast rate sees both
     assert state.totals[0, T_LIQ_LONG_USD] == state.totals[0, T_LIQ_SHORT_USD] == 700_000
     assert _base(state, p, 1000.0) == (DetectorSettings().liq_floor_usd_min, 700_000 / 2)  # minutes 10..11
+
+
+def test_too_short_a_history_leaves_the_intensity_unjudged() -> None:
+    s = DetectorSettings()  # 5 lagged minutes needed
+    p = pack(s)
+    state = allocate(1)
+    state.t_first[0] = 0.0
+    assert all(math.isnan(b) for b in _base(state, p, 9 * 60.0 + 59))  # minutes 1..4: four lagged minutes
+    assert _base(state, p, 10 * 60.0) == (s.liq_floor_usd_min, s.liq_floor_usd_min)  # minutes 1..5
+
+
+def test_an_episode_is_measured_against_the_baseline_it_started_from() -> None:
+    s = DetectorSettings(liq_baseline_min_minutes=1)
+    p = pack(s)
+    state = allocate(1)
+    state.t_first[0] = 0.0
+    _liquidations(state, p, [70.0, 130.0], [600_000, 600_000], [1, 1])  # minutes 1, 2
+    before = _base(state, p, 8 * 60.0)[0]  # minutes 1..3
+    assert before == pytest.approx(1_200_000 / 3)
+    state.stage[0, LONG] = 3  # the long side enters an episode
+    assert _base(state, p, 20 * 60.0)[0] == before  # minutes 1..15 would give 80k: the episode keeps its own
+    state.stage[0, LONG] = 0
+    assert _base(state, p, 20 * 60.0)[0] == pytest.approx(1_200_000 / 15)
 
 
 def test_the_baseline_fits_in_the_minute_ring_and_funding_anchors_rise() -> None:

@@ -54,10 +54,7 @@ from flushwatch.signals import stage_name
 
 T0 = 1_700_000_000.0
 ID = {"venue": "binance", "symbol": "BTCUSDT", "asset": "BTC"}
-# The floor is all a liquidation rate is compared with until the first lagged minute exists (a fresh start):
-# set, as for a real market, above a sixth of the simulated calm background (~67 kUSD/min per side), which
-# would otherwise trigger in the first minutes. Every other setting is the default.
-SETTINGS = DetectorSettings(liq_floor_usd_min=40_000.0)
+SETTINGS = DetectorSettings()
 TH = thresholds(SETTINGS)
 
 
@@ -299,12 +296,11 @@ def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     assert flushed.t - sim.held_since(flushed.t, LONG, lambda r: r < exhaust_line) == SETTINGS.exhaust_hold_s
     assert flushed.evidence["oi_chg_episode_long"] <= TH["oi_purge_log_chg"]
     assert flushed.evidence["funding_8h"] > TH["funding_neutral_8h"]
-    # the episode's own liquidations (~0.7 MUSD in stages 3-7) did not feed its baseline: its minutes gained
-    # nothing since the trigger, and the baseline is what they held, averaged over the whole lagged history
+    # the episode's own liquidations (~0.7 MUSD in stages 3-7) did not feed the baseline minutes, and the whole
+    # episode was measured against the baseline it started from
     episode_usd = sim.state.totals[0, T_LIQ_LONG_USD] - admitted
     assert episode_usd > 5e5 and sim.state.liq_min[0, LONG].sum() == admitted
-    minutes = math.floor(flushed.t / 60) - SETTINGS.liq_baseline_lag_min - math.floor(T0 / 60) + 1
-    assert flushed.evidence["liq_base_long"] == pytest.approx(admitted / minutes)
+    assert flushed.evidence["liq_base_long"] == trig.evidence["liq_base_long"]
 
     # 4. calm: back to 0 after flushed_hold_s
     sim.run(int(SETTINGS.flushed_hold_s) + 5)
@@ -342,28 +338,38 @@ def test_short_squeeze_mirrors_the_flush_on_the_short_side() -> None:
 # --- a burst on a short history ------------------------------------------------------------------------------
 
 
-def test_a_burst_three_minutes_after_a_fresh_start_triggers_and_never_lifts_its_own_baseline() -> None:
+def test_a_burst_right_after_a_fresh_start_is_not_judged() -> None:
+    """Until the baseline covers liq_baseline_min_minutes lagged minutes, intensity is unknown: a restart must
+    not read an ordinary tape as a burst (the price of it: a burst in those minutes goes unjudged)."""
     sim = Sim()
     sim.run(180)
+    sim.liq_spread = 2 / 3
+    sim.run(60, liq_long=600_000)
+    assert sim.stages() == (0, 0) and math.isnan(evidence(sim.state, 0)["liq_ratio_long"])
+
+
+def test_a_burst_after_a_short_calm_triggers_and_never_lifts_its_own_baseline() -> None:
+    sim = Sim()
+    sim.run(660)  # a partial first minute, 5 lagged minutes, and the 5-minute lag itself
     assert sim.changes == []
-    # one long liquidation of 200 kUSD-1 MUSD a second: with no lagged minute yet the floor is the baseline
-    # (an average since the first event takes the burst in with it, and never lets it reach the trigger)
+    calm_base = evidence(sim.state, 0)["liq_base_long"]
+    assert calm_base >= SETTINGS.liq_floor_usd_min
+    # one long liquidation of 200 kUSD-1 MUSD a second (an average since the first event would take the burst
+    # in with it and never let it reach the trigger)
     sim.liq_spread = 2 / 3
     n = sim.run(20, liq_long=600_000, until=lambda sim: sim.state.stage[0, LONG] >= TRIGGERED)
     assert n <= 20 and sim.state.stage[0, LONG] >= TRIGGERED
     (trig,) = sim.stage_changes("long")
-    assert trig.evidence["liq_base_long"] == SETTINGS.liq_floor_usd_min and trig.bits & C_TRIGGER_HELD
-    admitted = sim.state.liq_min[0, LONG].sum()  # the calm minutes and the burst's first ~11 s (~6.6 MUSD)
+    assert trig.evidence["liq_base_long"] == pytest.approx(calm_base) and trig.bits & C_TRIGGER_HELD
+    admitted = sim.state.liq_min[0, LONG].sum()  # the calm minutes and the burst's first ~11 s
 
-    # ten more minutes of it, twice the lag: the minute of its first seconds enters the baseline once it is
-    # lag minutes old, the rest never does, so the ratio stays far above the cascade line (~45x at the end)
+    # ten more minutes of it, twice the lag: nothing more enters the baseline minutes, and the episode keeps
+    # the baseline it started from, so the ratio stays far above the cascade line
     for _ in range(600):
         sim.run(1, liq_long=600_000)
         assert sim.state.stage[0, LONG] >= TRIGGERED and sim.ratios[sim.t][LONG] >= TH["cascade_ratio"]
     assert sim.state.liq_min[0, LONG].sum() == admitted
-    minutes = math.floor(sim.t / 60) - SETTINGS.liq_baseline_lag_min - math.floor(T0 / 60) + 1
-    ev = evidence(sim.state, 0)
-    assert ev["liq_base_long"] == pytest.approx(admitted / minutes) and ev["liq_ratio_long"] > 30
+    assert evidence(sim.state, 0)["liq_base_long"] == trig.evidence["liq_base_long"]
     assert sim.stage_changes("short") == []
 
 
