@@ -134,6 +134,8 @@ class StatePayload(_Payload):
     overheat_score: float = Field(ge=0, le=100)
     ts: str
     ts_ns: int = Field(ge=0)
+    received_ns: int = Field(ge=0)
+    """Local clock (ns) when the newest frame of the asset behind this snapshot arrived."""
     episode_id: str | None
     sides: SidesPayload
     features: dict[str, float]
@@ -150,6 +152,7 @@ class StatePayload(_Payload):
             overheat_score=_score(risk.overheat_score),
             ts=iso_utc(state.ts),
             ts_ns=state.ts,
+            received_ns=state.ts_recv,
             episode_id=_episode(risk.episode_id),
             sides=SidesPayload(long=SidePayload.from_signal(state.long), short=SidePayload.from_signal(state.short)),
             features=_finite(state.features),

@@ -65,7 +65,7 @@ async def _measure(seconds: float) -> list[tuple[float, float]]:
 
 
 def run(quick: bool) -> None:
-    samples = asyncio.run(_measure(20.0 if quick else 60.0))
+    samples = asyncio.run(_measure(12.0 if quick else 60.0))
     half = samples[len(samples) // 2][1]
     emit("memory.run_300_instruments.rss_mb", samples[-1][1], "MB", instruments=INSTRUMENTS,
          seconds=round(samples[-1][0]), rss_mb_at_half_time=round(half, 1),
