@@ -25,14 +25,14 @@ from typing import Any, Final
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from alerts.exporter import AssetStateCollector
 from alerts.models import EventPayload, StatePayload, events_topic, state_topic
 from alerts.mqtt import AlertSink
 from flushwatch.signals import AssetState, StageChange
-from flushwatch.streams import ALERTS_GROUP, decode_signals, entries_of, signals_key
+from flushwatch.streams import ALERTS_GROUP, decode_signals, ensure_group, entries_of, signals_key
 from flushwatch.telemetry import PIPELINE_LATENCY, WRITER_ERRORS, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,7 @@ class AlertService:
 
     async def _create_groups(self) -> None:
         for key in self._keys:
-            try:
-                await self._redis.xgroup_create(key, ALERTS_GROUP, id="$", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await ensure_group(self._redis, key, ALERTS_GROUP, "$")
         self._cursors = {key: _PENDING for key in self._keys}
 
     async def _process(self, reply: Any) -> int:

@@ -43,6 +43,7 @@ from flushwatch.streams import (
     DETECTOR_GROUP,
     decode_events,
     encode_batch,
+    ensure_group,
     entries_of,
     events_key,
     shard_of,
@@ -227,19 +228,11 @@ class DetectorEngine:
         self._on_signals = on_signals
         self.detector = Detector(settings, capacity)
         self._warn = RateLimitedLog(log)
-        self._encoder = msgspec.msgpack.Encoder()
-
-    async def _ensure_groups(self) -> None:
-        for key in self._keys:
-            try:
-                await self._redis.xgroup_create(key, DETECTOR_GROUP, id="0", mkstream=True)
-            except Exception as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set and the streams are drained; our own pending entries go first."""
-        await self._ensure_groups()
+        for key in self._keys:
+            await ensure_group(self._redis, key, DETECTOR_GROUP, "0")
         cursor = dict.fromkeys(self._keys, "0")
         det = self._settings.detector
         next_pending_check = 0.0

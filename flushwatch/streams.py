@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from flushwatch.events import Event
@@ -89,3 +90,13 @@ def entries_of(reply: Any) -> Iterable[tuple[str, bytes, dict[Any, Any]]]:
             # An entry trimmed away while pending comes back without fields; it is yielded empty so the
             # consumer rejects it (counted) and acknowledges it instead of leaving it pending forever.
             yield name, entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(), fields or {}
+
+
+async def ensure_group(redis: Any, key: str, group: str, start: str) -> None:
+    """Create consumer group ``group`` on ``key`` (and the stream) unless it exists; ``start`` is where a new
+    group begins: ``0`` for everything in the stream, ``$`` for what comes next."""
+    try:
+        await redis.xgroup_create(key, group, id=start, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
