@@ -101,6 +101,27 @@ def fake_exchange(
 
 
 @app.command()
+def subscribe(
+    config: ConfigOption = None,
+    asset: Annotated[str | None, typer.Option(help="Only this asset (BTC, case-insensitive); default: all.")] = None,
+    min_stage: Annotated[
+        int, typer.Option(min=0, max=7, help="Only stage changes that reach at least this stage (0-7).")
+    ] = 0,
+) -> None:
+    """Print alerts from the MQTT broker of the settings, one line each, until Ctrl-C."""
+    from alerts.subscribe import run_subscriber
+
+    settings = _settings(config)
+    target = settings.mqtt
+    if target is None:
+        err.print("flushwatch: no MQTT broker configured: set mqtt_url (FLUSHWATCH_MQTT_URL)")
+        raise typer.Exit(2)
+    _logging("WARNING")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_subscriber(target, settings.mqtt_prefix, asset, min_stage, Console(highlight=False), None))
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)

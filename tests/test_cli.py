@@ -89,3 +89,10 @@ async def test_demo_plays_the_whole_flush_exits_zero_and_honours_the_broker_sett
     # The external broker got the same story: shock, liquidations (3, possibly straight to 4), cascade, flushed.
     path = [e["stage"] for e in events if e["stage"] != e["stage_from"]]
     assert path[:4] in ([1, 3, 4, 7], [1, 4, 7, 0]), path
+
+
+def test_subscribe_needs_a_broker() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLUSHWATCH_MQTT_URL"}
+    result = subprocess.run([sys.executable, "-m", "flushwatch", "subscribe"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 2 and "FLUSHWATCH_MQTT_URL" in result.stderr
