@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import BaseModel
 
@@ -158,7 +159,6 @@ def test_published_payloads_validate_against_their_schema(name: str, payload: Ba
 
 @pytest.mark.parametrize(("name", "payload"), payloads(), ids=lambda v: v if isinstance(v, str) else "")
 def test_published_payloads_validate_with_jsonschema(name: str, payload: BaseModel) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = committed(name)
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(json.loads(payload.model_dump_json()))
