@@ -105,6 +105,11 @@ class AlertService:
         self._cursors: dict[KeyT, StreamIdT] = {}
         self._warn = RateLimitedLog(log)
         self.ready = asyncio.Event()
+        # Exported at 0 from the start, not at the first reject, suppression or error.
+        for reason in ("undecodable", "invalid"):
+            SIGNALS_REJECTED.labels(reason=reason)
+        EVENTS_SUPPRESSED.labels(reason="cooldown")
+        WRITER_ERRORS.labels(role="alerts")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set and a read finds nothing more: what the detector emitted

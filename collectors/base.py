@@ -17,13 +17,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from collectors.queue import EventQueue
-from collectors.rejects import Reject
+from collectors.rejects import REASONS, Reject
 from flushwatch.backoff import Backoff
 from flushwatch.events import Event
 from flushwatch.telemetry import (
@@ -46,6 +46,9 @@ class ParsedFrame(Protocol):
 
 ProcessException = Callable[[BaseException], BaseException | None]
 """Returns None to retry, or the exception to give up with."""
+
+FIXED_RECONNECT_REASONS: Final = ("connect_failed", "stale", "max_age", "closed")
+"""Reconnect causes without a status or close code in their name (``http_429``, ``closed_1006`` have one)."""
 
 
 def retry_unless_misconfigured(exc: BaseException) -> BaseException | None:
@@ -92,6 +95,8 @@ class FrameSink:
         self._parse = parse
         self._queue = queue
         self._warn = RateLimitedLog(log)
+        for reason in REASONS:  # exported at 0 from the start, not at the first reject
+            FEED_REJECTED.labels(venue, reason)
         self.frames = 0
         self.events = 0
         self.last_frame_ns = 0
@@ -137,6 +142,12 @@ class FeedConnection:
     connections: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
     _last_frame: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The causes this connection decides itself, exported at 0 from the start; the others carry a status
+        # or close code (http_429, closed_1006) and appear at their first occurrence.
+        for reason in FIXED_RECONNECT_REASONS:
+            FEED_RECONNECTS.labels(self.venue, reason)
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0

@@ -20,6 +20,7 @@ class EventQueue:
         self._items: deque[Event] = deque()
         self._max = max_events
         self._ready = asyncio.Event()
+        WRITER_DROPPED.labels("queue_full")  # exported at 0 from the start, not at the first drop
 
     def __len__(self) -> int:
         return len(self._items)

@@ -56,6 +56,10 @@ class StreamWriter:
         self._keys: dict[str, str] = {}
         self._warn = RateLimitedLog(log)
         self.written = 0
+        # Exported at 0 from the start, not at the first drop or error.
+        for reason in ("redis_unavailable", "shutdown"):
+            WRITER_DROPPED.labels(reason)
+        WRITER_ERRORS.labels("writer")
 
     def _key(self, asset: str) -> str:
         key = self._keys.get(asset)

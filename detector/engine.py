@@ -228,6 +228,10 @@ class DetectorEngine:
         self._on_signals = on_signals
         self.detector = Detector(settings, capacity)
         self._warn = RateLimitedLog(log)
+        # Exported at 0 from the start, not at the first reject or error.
+        for reason in (*REJECT_REASONS, "undecodable_entry"):
+            DETECTOR_REJECTED.labels(reason)
+        WRITER_ERRORS.labels("detector")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set and the streams are drained; our own pending entries go first."""
