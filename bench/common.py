@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import sys
@@ -80,9 +79,3 @@ class Stopwatch:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
 
-
-async def until(predicate: Callable[[], bool], within: float = 120.0) -> None:
-    """Wait for a condition held by another component (a server, a subprocess), with a deadline."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the condition lives outside this loop's reach
-            await asyncio.sleep(0.05)

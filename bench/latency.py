@@ -19,12 +19,13 @@ import uuid
 import aiomqtt
 import numpy as np
 
-from bench.common import emit, note, until
+from bench.common import emit, note
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import BTC_FLUSH, AssetScript, Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import private_mosquitto, private_redis
 from flushwatch.settings import BinanceSettings, load_settings
+from flushwatch.waiting import until
 
 ASSETS = 4
 FRAMES_PER_S = 5_000
@@ -64,7 +65,7 @@ async def _measure(play_until_s: float) -> tuple[list[float], list[float], float
                 await client.subscribe(f"{prefix}/+/events", qos=1)
                 await client.subscribe(f"{prefix}/+/state", qos=1)
                 runner = asyncio.create_task(daemon.run())
-                await until(lambda: daemon.ready.is_set() and len(fake.open_connections) >= 2)
+                await until(lambda: daemon.ready.is_set() and len(fake.open_connections) >= 2, within=120.0)
                 fake.attach(scenario)
                 started = time.monotonic()
                 deadline = started + play_until_s / speed

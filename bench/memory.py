@@ -13,10 +13,11 @@ import os
 import sys
 import time
 
-from bench.common import emit, until
+from bench.common import emit
 from flushwatch.fake.scenario import SOL_OVERHEATED, Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import free_port, private_redis
+from flushwatch.waiting import until
 
 INSTRUMENTS = 300
 
@@ -52,7 +53,7 @@ async def _measure(seconds: float) -> list[tuple[float, float]]:
                                                         stderr=asyncio.subprocess.DEVNULL)
             try:
                 expected = INSTRUMENTS * 3 + 1
-                await until(lambda: sum(len(c.streams) for c in fake.open_connections) >= expected)
+                await until(lambda: sum(len(c.streams) for c in fake.open_connections) >= expected, within=120.0)
                 fake.attach(scenario)
                 started = time.monotonic()
                 while (elapsed := time.monotonic() - started) < seconds:

@@ -72,20 +72,23 @@ def _grown(state: DetectorState, capacity: int) -> DetectorState:
     return bigger
 
 
+def _widened(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
+    """``array`` extended to ``capacity`` entries, the new ones set to ``fill``."""
+    return np.concatenate([array, np.full(capacity - array.shape[0], fill, array.dtype)])
+
+
 class Detector:
     """The event-time core, without I/O: feed events, get signals. Used by the engine and by replays."""
 
     def __init__(self, settings: Settings, capacity: int = 64) -> None:
-        self._settings = settings
         self._params = pack(settings.detector)
         self._thresholds = thresholds(settings.detector)
-        self._grid = settings.detector.eval_interval_s
         self.state = allocate(capacity)
         self._active = np.zeros(capacity, dtype=np.bool_)
         self._recv = np.zeros(capacity, dtype=np.int64)
         self._slots: dict[str, int] = {}
         self.assets: list[str] = []
-        self._grid_ns = round(self._grid * 1e9)
+        self._grid_ns = round(settings.detector.eval_interval_s * 1e9)
         self._next_eval_ns = _NEVER
         self._state_every = settings.detector.state_interval_s
         self._state_due = np.full(capacity, -math.inf)
@@ -99,9 +102,9 @@ class Detector:
             if slot >= self._active.shape[0]:
                 capacity = 2 * self._active.shape[0]
                 self.state = _grown(self.state, capacity)
-                self._active = np.concatenate([self._active, np.zeros(capacity - slot, np.bool_)])
-                self._recv = np.concatenate([self._recv, np.zeros(capacity - slot, np.int64)])
-                self._state_due = np.concatenate([self._state_due, np.full(capacity - slot, -math.inf)])
+                self._active = _widened(self._active, capacity, False)
+                self._recv = _widened(self._recv, capacity, 0)
+                self._state_due = _widened(self._state_due, capacity, -math.inf)
             self._slots[asset] = slot
             self.assets.append(asset)
         return slot

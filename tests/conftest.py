@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,6 @@ async def fake() -> AsyncIterator[FakeBinance]:
 def mosquitto() -> Iterator[RunningServer]:
     """A private mosquitto broker on a free port, one per test."""
     yield from _server(start_mosquitto)
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait for a condition that no event signals (state in another task or server), with a deadline."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the condition lives outside this loop's reach
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

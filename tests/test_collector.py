@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import until
 
 from collectors.binance.collector import BinanceCollector
 from collectors.queue import EventQueue
@@ -16,6 +15,7 @@ from flushwatch.events import Trade
 from flushwatch.fake.server import FakeBinance
 from flushwatch.settings import BinanceSettings
 from flushwatch.telemetry import FEED_REJECTED
+from flushwatch.waiting import until
 
 
 def settings_for(fake: FakeBinance, **overrides: Any) -> BinanceSettings:

@@ -16,7 +16,6 @@ import aiomqtt
 import msgspec
 import pytest
 import redis
-from conftest import until
 
 from collectors.binance.collector import BinanceCollector
 from collectors.queue import EventQueue
@@ -29,6 +28,7 @@ from flushwatch.redis_client import connect_redis
 from flushwatch.servers import RunningServer, free_port
 from flushwatch.settings import BinanceSettings, Settings, WriterSettings, load_settings
 from flushwatch.streams import DETECTOR_GROUP, decode_events, events_key
+from flushwatch.waiting import until
 
 
 class Subscriber:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import until
 
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import Scenario
@@ -24,6 +23,7 @@ from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, free_port
 from flushwatch.settings import BinanceSettings, load_settings
 from flushwatch.signals import Signal, StageChange
+from flushwatch.waiting import until
 from grafana.build import dashboards
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules" / "flushwatch.rules.yml"

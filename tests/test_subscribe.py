@@ -13,7 +13,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from conftest import until
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -22,6 +21,7 @@ from alerts.subscribe import STAGE_STYLES, AlertPrinter, format_event, run_subsc
 from flushwatch.servers import RunningServer, ServerUnavailable, free_port, start_mosquitto
 from flushwatch.settings import MqttTarget
 from flushwatch.signals import StageChange, stage_name
+from flushwatch.waiting import until
 
 PREFIX = "fwsub/v1"
 T0 = 1_727_740_800_000_000_000

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 import redis
-from conftest import until
 
 from collectors.queue import EventQueue
 from collectors.writer import StreamWriter
@@ -16,6 +15,7 @@ from flushwatch.servers import RunningServer, start_redis
 from flushwatch.settings import WriterSettings
 from flushwatch.streams import decode_events, events_key, shard_of
 from flushwatch.telemetry import WRITER_DROPPED, WRITER_ERRORS
+from flushwatch.waiting import until
 
 
 def trade(i: int, asset: str = "BTC") -> Trade:
