@@ -42,6 +42,16 @@ log = logging.getLogger(__name__)
 class ParsedFrame(Protocol):
     events: list[Event]
     rejects: list[Reject]
+    replies: list[str]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """An application-level keepalive the client must send: most venues ignore websocket pings and cut a
+    connection that stays quiet (Bybit, OKX, Hyperliquid, BitMEX)."""
+
+    interval_s: float
+    message: Callable[[], str]
 
 
 ProcessException = Callable[[BaseException], BaseException | None]
@@ -103,11 +113,13 @@ class FrameSink:
         self._reported_frames = 0
         self._reported_events = 0
 
-    def __call__(self, frame: bytes, ts_recv: int) -> None:
+    def __call__(self, frame: bytes, ts_recv: int) -> list[str]:
+        """Parse and enqueue one frame; returns the replies the protocol requires on the same connection."""
         self.frames += 1
         self.last_frame_ns = ts_recv
         result = self._parse(frame, ts_recv)
         self.accept(result)
+        return result.replies
 
     def accept(self, result: ParsedFrame) -> None:
         if result.events:
@@ -139,6 +151,7 @@ class FeedConnection:
     subscribe_messages: Callable[[Sequence[str]], list[str]]
     sink: FrameSink
     policy: FeedPolicy
+    heartbeat: Heartbeat | None = None
     connections: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
     _last_frame: float = 0.0
@@ -190,20 +203,24 @@ class FeedConnection:
         self._last_frame = time.monotonic()
         opened = self._last_frame
         ended: list[str] = []
-        watchdog = asyncio.create_task(self._watch(ws, stop, opened, ended))
+        helpers = [asyncio.create_task(self._watch(ws, stop, opened, ended))]
+        if self.heartbeat is not None:
+            helpers.append(asyncio.create_task(self._beat(ws, self.heartbeat)))
         try:
             await self._subscribe(ws)
             while True:
                 frame = await ws.recv(decode=False)
                 self._last_frame = time.monotonic()
-                self.sink(frame, time.time_ns())
+                for reply in self.sink(frame, time.time_ns()):
+                    await ws.send(reply)
         except ConnectionClosed as exc:
             if not ended:
                 ended.append(f"closed_{exc.rcvd.code}" if exc.rcvd else "closed_1006")
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            for helper in helpers:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await helper
             FEED_CONNECTED.labels(self.venue).dec()
             await ws.close()
             self.sink.report()
@@ -214,6 +231,12 @@ class FeedConnection:
             if i:
                 await asyncio.sleep(self.policy.subscribe_interval_s)
             await ws.send(message)
+
+    async def _beat(self, ws: ClientConnection, heartbeat: Heartbeat) -> None:
+        """Send the venue's keepalive every ``interval_s``; a failed send ends in the receive loop's close."""
+        while True:
+            await asyncio.sleep(heartbeat.interval_s)
+            await ws.send(heartbeat.message())
 
     async def _watch(self, ws: ClientConnection, stop: asyncio.Event, opened: float, ended: list[str]) -> None:
         """Close the connection on stop, on silence, or when it nears the venue's maximum age."""

@@ -20,6 +20,7 @@ RejectReason = Literal[
     "stale",  # older than what was already accepted (out of order)
     "duplicate",  # the same update again
     "venue_error",  # an error message from the venue
+    "out_of_sync",  # a delta with no snapshot to apply it to (a book or ticker awaiting its snapshot)
 ]
 
 REASONS: Final[tuple[str, ...]] = RejectReason.__args__  # type: ignore[attr-defined]

@@ -28,6 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from collectors.instruments import parse_universe
+
 
 class SettingsError(ValueError):
     """Raised with a message that names the offending setting."""
@@ -95,6 +97,54 @@ class BinanceSettings(_Section):
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
         return [s.strip().upper() for s in value if s.strip()]
+
+
+class VenueSettings(_Section):
+    """One of the venues run by the generic collector (Bybit, OKX, Hyperliquid, Deribit, BitMEX). URLs left
+    unset are the venue's public production endpoints (``collectors/<venue>/spec.py``)."""
+
+    enabled: bool = False
+    ws_url: str | None = None
+    rest_url: str | None = None
+    symbols: list[str] = Field(default_factory=list)
+    """Venue symbols to watch instead of the universe's picks (``BTCUSDT``, ``BTC-USDT-SWAP``, ``XBTUSD``)."""
+    max_frame_bytes: int = Field(default=4 << 20, ge=1024)
+    stale_after_s: float = Field(default=30.0, gt=0)
+    max_connection_age_s: float = Field(default=12 * 3600, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("ws_url")
+    @classmethod
+    def _websocket(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("ws", "wss"):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("rest_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class UniverseSettings(_Section):
+    """What to watch: assets by name, or the ``top:N`` assets found on the venues' REST APIs."""
+
+    watch: str = "BTC,ETH,SOL"
+    """Comma-separated assets (``BTC,ETH``; BitMEX's XBT is BTC) or ``top:N``."""
+    rank_by: str = Field(default="open_interest", pattern="^(open_interest|volume)$")
+    """What ``top:N`` ranks by: USD open interest or 24 h volume, summed over the enabled venues."""
+    refresh_s: float = Field(default=3600.0, ge=60)
+    """How often instrument metadata is fetched again and the universe re-ranked; a changed pick renews
+    that venue's connections."""
+
+    @field_validator("watch")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        parse_universe(value)
+        return value
 
 
 class WriterSettings(_Section):
@@ -211,6 +261,12 @@ class Settings(BaseSettings):
     shards: int = Field(default=1, ge=1, le=1024)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
+    universe: UniverseSettings = Field(default_factory=UniverseSettings)
+    bybit: VenueSettings = Field(default_factory=VenueSettings)
+    okx: VenueSettings = Field(default_factory=VenueSettings)
+    hyperliquid: VenueSettings = Field(default_factory=VenueSettings)
+    deribit: VenueSettings = Field(default_factory=VenueSettings)
+    bitmex: VenueSettings = Field(default_factory=VenueSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
 

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from collectors.base import FeedConnection, FeedPolicy, FrameSink
 from collectors.binance.oi_poller import OpenInterestPoller
 from collectors.binance.parse import BinanceParser
 from collectors.binance.spec import connection_plans, subscribe_messages
 from collectors.queue import EventQueue
+from collectors.venue import NumberedRequests
 from flushwatch.backoff import jittered_exponential
 from flushwatch.settings import BinanceSettings
 
 VENUE = "binance"
-
-
-class NumberedSubscribes:
-    """Subscribe ids keep increasing across reconnects, so an ack can never be mistaken for an older one."""
-
-    def __init__(self) -> None:
-        self._next_id = 1
-
-    def __call__(self, streams: Sequence[str]) -> list[str]:
-        messages = subscribe_messages(streams, self._next_id)
-        self._next_id += len(messages)
-        return messages
 
 
 class BinanceCollector:
@@ -39,7 +27,8 @@ class BinanceCollector:
             backoff=jittered_exponential(settings.backoff_initial_s, settings.backoff_max_s),
         )
         self.connections = [
-            FeedConnection(VENUE, plan.name, plan.url, plan.streams, NumberedSubscribes(), self.sink, policy)
+            FeedConnection(VENUE, plan.name, plan.url, plan.streams, NumberedRequests(subscribe_messages), self.sink,
+                           policy)
             for plan in connection_plans(settings)
         ]
         self.poller = OpenInterestPoller(settings, self.parser, self.sink.accept)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
 from collectors.binance import schemas
 from collectors.binance.spec import ALL_LIQUIDATIONS_STREAM, asset_of
-from collectors.rejects import Reject, RejectReason
+from collectors.parsing import ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
 from flushwatch.events import (
     Depth,
     Event,
@@ -37,58 +36,16 @@ from flushwatch.events import (
 VENUE: Final = "binance"
 DEFAULT_FUNDING_INTERVAL_H: Final = 8.0
 
-_NS_PER_MS: Final = 1_000_000
-# Event timestamps travel as int64 nanoseconds (MessagePack on the streams); a larger value is garbage.
-_MAX_MS: Final = (2**63 - 1) // _NS_PER_MS
-_INF: Final = math.inf
 # Partial book only (a full top-N snapshot per push); the diff book "@depth[@100ms]" needs a local book.
 _PARTIAL_DEPTH: Final = re.compile(r"@depth(?:5|10|20)(?:@\d+ms)?$")
-
-
-@dataclass(slots=True)
-class ParseResult:
-    events: list[Event]
-    rejects: list[Reject]
-    acks: list[int]
-    """Ids of ``{"result":..,"id":..}`` answers to SUBSCRIBE and friends."""
-
-
-def _reject(reason: RejectReason, detail: str) -> ParseResult:
-    return ParseResult([], [Reject(reason, detail)], [])
-
-
-def _num(text: str) -> float:
-    """A decimal string as float; NaN when it is not a number, so one range check catches both."""
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-def _positive(value: float) -> bool:
-    return 0.0 < value < _INF  # False for NaN too
-
-
-def _ns(ms: int) -> int | None:
-    return ms * _NS_PER_MS if 0 < ms <= _MAX_MS else None
 
 
 def _levels(raw: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
     """Book levels without zero-quantity ones; ``None`` if any price or quantity is bad (NaN included)."""
     for price, size in raw:
-        if not (0.0 < price < _INF and 0.0 <= size < _INF):
+        if not (0.0 < price < math.inf and 0.0 <= size < math.inf):
             return None
     return [level for level in raw if level[1] > 0.0]
-
-
-def _advance(seen: dict[str, int], symbol: str, key: int, what: str) -> Reject | None:
-    """Accept ``key`` only if it is newer than the last accepted one of ``symbol``, and remember it."""
-    last = seen.get(symbol)
-    if last is not None and key <= last:
-        reason: RejectReason = "duplicate" if key == last else "stale"
-        return Reject(reason, f"{symbol} {what} {key} after {last}")
-    seen[symbol] = key
-    return None
 
 
 class BinanceParser:
@@ -103,7 +60,6 @@ class BinanceParser:
         funding_interval_h: Mapping[str, float] | None = None,
     ) -> None:
         self._assets = {s.upper(): asset_of(s) for s in symbols}
-        self._max_frame_bytes = max_frame_bytes
         self._interval_h: dict[str, float] = {}
         for symbol, hours in (funding_interval_h or {}).items():
             self.set_funding_interval(symbol, hours)
@@ -113,65 +69,50 @@ class BinanceParser:
         self._force_order = msgspec.json.Decoder(schemas.ForceOrder)
         self._depth = msgspec.json.Decoder(schemas.DepthUpdate, strict=False)
         self._oi = msgspec.json.Decoder(schemas.OpenInterestBody)
-        self._last_trade_id: dict[str, int] = {}
-        self._last_mark_ms: dict[str, int] = {}
-        self._last_depth_id: dict[str, int] = {}
-        self._last_oi_ms: dict[str, int] = {}
+        self.parse = guarded(self._decode, max_frame_bytes)
+        """One websocket frame (``ts_recv`` = local receive time, ns) -> ``ParseResult``; never raises."""
+        self.open_interest = guarded(self._decode_open_interest, max_frame_bytes)
+        """A ``GET /fapi/v1/openInterest`` body -> ``ParseResult``; never raises."""
+        self._trade_ids = Sequencer("aggTrade id")
+        self._mark_times = Sequencer("markPrice time")
+        self._depth_ids = Sequencer("depth update id")
+        self._oi_times = Sequencer("openInterest time")
         self._mark: dict[str, float] = {}
         self._held_oi: dict[str, tuple[float, int, int]] = {}  # symbol -> (oi_base, ts_event, ts_recv)
 
     def set_funding_interval(self, symbol: str, hours: float) -> None:
         """Binance moves some contracts to 4 h or 1 h funding (``GET /fapi/v1/fundingInfo``); default 8 h."""
-        if not (0.0 < hours < _INF):
+        if not (0.0 < hours < math.inf):
             raise ValueError(f"funding interval of {symbol} must be positive hours, got {hours!r}")
         self._interval_h[symbol.upper()] = float(hours)
 
-    def parse(self, frame: bytes | str, ts_recv: int) -> ParseResult:
-        """One websocket frame. ``ts_recv`` is the local receive time in ns."""
-        # For text frames this counts characters, a lower bound of the bytes: close enough for a guard.
-        if len(frame) > self._max_frame_bytes:
-            return _reject("oversized", f"{len(frame)} > {self._max_frame_bytes} bytes")
-        stream = None
-        try:
-            envelope = self._envelope.decode(frame)
-            stream = envelope.stream
-            if stream is not None:
-                handler = self._handler(stream)
-                if handler is None:
-                    return _reject("unknown_type", stream)
-                return handler(envelope.data, ts_recv)
-            if envelope.error is not None:
-                return _reject("venue_error", f"code {envelope.error.code}: {envelope.error.msg}")
-            if envelope.id is not None and envelope.result is not msgspec.UNSET:
-                return ParseResult([], [], [envelope.id])
-            return _reject("malformed", "neither a stream message, an ack nor an error")
-        except msgspec.DecodeError as exc:  # ValidationError included
-            return _reject("malformed", f"{stream or 'frame'}: {exc}")
-        except RecursionError:  # msgspec raises it for absurdly nested JSON
-            return _reject("malformed", f"{stream or 'frame'}: nested too deeply")
-        except UnicodeEncodeError:  # a str frame with lone surrogates (websockets never yields one)
-            return _reject("malformed", "frame: not valid unicode")
+    def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
+        envelope = self._envelope.decode(frame)
+        stream = envelope.stream
+        if stream is not None:
+            handler = self._handler(stream)
+            if handler is None:
+                return reject("unknown_type", stream)
+            return handler(envelope.data, ts_recv)
+        if envelope.error is not None:
+            return reject("venue_error", f"code {envelope.error.code}: {envelope.error.msg}")
+        if envelope.id is not None and envelope.result is not msgspec.UNSET:
+            return ParseResult([], [], [envelope.id])
+        return reject("malformed", "neither a stream message, an ack nor an error")
 
-    def open_interest(self, body: bytes, ts_recv: int) -> ParseResult:
+    def _decode_open_interest(self, body: bytes | str, ts_recv: int) -> ParseResult:
         """A ``GET /fapi/v1/openInterest`` body. Valued at the last mark price of the symbol; before the
         first mark price the newest sample is held and emitted right after that mark price."""
-        if len(body) > self._max_frame_bytes:
-            return _reject("oversized", f"{len(body)} > {self._max_frame_bytes} bytes")
-        try:
-            msg = self._oi.decode(body)
-        except msgspec.DecodeError as exc:
-            return _reject("malformed", f"openInterest: {exc}")
-        except RecursionError:
-            return _reject("malformed", "openInterest: nested too deeply")
+        msg = self._oi.decode(body)
         symbol = msg.symbol
         asset = self._assets.get(symbol)
         if asset is None:
-            return _reject("unknown_symbol", symbol)
-        oi_base = _num(msg.openInterest)
-        ts_event = _ns(msg.time)
-        if not _positive(oi_base) or ts_event is None:
-            return _reject("bad_value", f"{symbol} openInterest {msg.openInterest!r} time {msg.time}")
-        if (late := _advance(self._last_oi_ms, symbol, msg.time, "openInterest time")) is not None:
+            return reject("unknown_symbol", symbol)
+        oi_base = num(msg.openInterest)
+        ts_event = ms_to_ns(msg.time)
+        if not positive(oi_base) or ts_event is None:
+            return reject("bad_value", f"{symbol} openInterest {msg.openInterest!r} time {msg.time}")
+        if (late := self._oi_times.check(symbol, msg.time)) is not None:
             return ParseResult([], [late], [])
         mark = self._mark.get(symbol)
         if mark is None:
@@ -194,17 +135,17 @@ class BinanceParser:
     def _on_agg_trade(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
         msg = self._agg_trade.decode(data)
         if msg.e != "aggTrade":
-            return _reject("malformed", f"event {msg.e!r} on an aggTrade stream")
+            return reject("malformed", f"event {msg.e!r} on an aggTrade stream")
         symbol = msg.s
         asset = self._assets.get(symbol)
         if asset is None:
-            return _reject("unknown_symbol", symbol)
-        price, size = _num(msg.p), _num(msg.q)
-        ts_event = _ns(msg.T)
-        if not (_positive(price) and _positive(size)) or ts_event is None:
-            return _reject("bad_value", f"{symbol} aggTrade p={msg.p!r} q={msg.q!r} T={msg.T}")
+            return reject("unknown_symbol", symbol)
+        price, size = num(msg.p), num(msg.q)
+        ts_event = ms_to_ns(msg.T)
+        if not (positive(price) and positive(size)) or ts_event is None:
+            return reject("bad_value", f"{symbol} aggTrade p={msg.p!r} q={msg.q!r} T={msg.T}")
         trade_id = msg.l if msg.a is None else msg.a
-        if (late := _advance(self._last_trade_id, symbol, trade_id, "aggTrade id")) is not None:
+        if (late := self._trade_ids.check(symbol, trade_id)) is not None:
             return ParseResult([], [late], [])
         # m: the buyer is the maker, so the taker sold.
         return ParseResult(
@@ -214,26 +155,26 @@ class BinanceParser:
     def _on_mark_price(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
         msg = self._mark_price.decode(data)
         if msg.e != "markPriceUpdate":
-            return _reject("malformed", f"event {msg.e!r} on a markPrice stream")
+            return reject("malformed", f"event {msg.e!r} on a markPrice stream")
         symbol = msg.s
         asset = self._assets.get(symbol)
         if asset is None:
-            return _reject("unknown_symbol", symbol)
+            return reject("unknown_symbol", symbol)
         if msg.r == "":
-            return _reject("unknown_type", f"{symbol} markPrice without funding (delivery contract)")
-        mark, rate = _num(msg.p), _num(msg.r)
-        index = _num(msg.i) if msg.i else 0.0  # 0 = not reported; FundingMark then gives no premium
-        ts_event = _ns(msg.E)
-        next_funding = _ns(msg.T) if msg.T else 0
+            return reject("unknown_type", f"{symbol} markPrice without funding (delivery contract)")
+        mark, rate = num(msg.p), num(msg.r)
+        index = num(msg.i) if msg.i else 0.0  # 0 = not reported; FundingMark then gives no premium
+        ts_event = ms_to_ns(msg.E)
+        next_funding = ms_to_ns(msg.T) if msg.T else 0
         if (
-            not _positive(mark)
-            or not (_positive(index) or msg.i == "")
+            not positive(mark)
+            or not (positive(index) or msg.i == "")
             or not math.isfinite(rate)
             or ts_event is None
             or next_funding is None
         ):
-            return _reject("bad_value", f"{symbol} markPrice p={msg.p!r} i={msg.i!r} r={msg.r!r}")
-        if (late := _advance(self._last_mark_ms, symbol, msg.E, "markPrice time")) is not None:
+            return reject("bad_value", f"{symbol} markPrice p={msg.p!r} i={msg.i!r} r={msg.r!r}")
+        if (late := self._mark_times.check(symbol, msg.E)) is not None:
             return ParseResult([], [late], [])
         self._mark[symbol] = mark
         events: list[Event] = [
@@ -259,12 +200,12 @@ class BinanceParser:
     def _on_force_order(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
         msg = self._force_order.decode(data)
         if msg.e != "forceOrder":
-            return _reject("malformed", f"event {msg.e!r} on a forceOrder stream")
+            return reject("malformed", f"event {msg.e!r} on a forceOrder stream")
         order = msg.o
         symbol = order.s
         asset = self._assets.get(symbol)
         if asset is None:  # routine on !forceOrder@arr, which carries every symbol
-            return _reject("unknown_symbol", symbol)
+            return reject("unknown_symbol", symbol)
         # The order side closes the position: SELL closes a long.
         side: PositionSide
         if order.S == "SELL":
@@ -272,35 +213,35 @@ class BinanceParser:
         elif order.S == "BUY":
             side = "short"
         else:
-            return _reject("malformed", f"{symbol} forceOrder side {order.S!r}")
+            return reject("malformed", f"{symbol} forceOrder side {order.S!r}")
         # Filled quantity at the average fill price; the order's own when nothing is reported filled.
-        size = _num(order.z)
+        size = num(order.z)
         if size == 0.0:
-            size = _num(order.q)
-        price = _num(order.ap)
+            size = num(order.q)
+        price = num(order.ap)
         if price == 0.0:
-            price = _num(order.p)
-        ts_event = _ns(order.T)
-        if not (_positive(price) and _positive(size)) or ts_event is None:
-            return _reject("bad_value", f"{symbol} forceOrder ap={order.ap!r} z={order.z!r} T={order.T}")
+            price = num(order.p)
+        ts_event = ms_to_ns(order.T)
+        if not (positive(price) and positive(size)) or ts_event is None:
+            return reject("bad_value", f"{symbol} forceOrder ap={order.ap!r} z={order.z!r} T={order.T}")
         return ParseResult([Liquidation(VENUE, symbol, asset, ts_event, ts_recv, price, size, side)], [], [])
 
     def _on_depth(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
         msg = self._depth.decode(data)
         if msg.e != "depthUpdate":
-            return _reject("malformed", f"event {msg.e!r} on a depth stream")
+            return reject("malformed", f"event {msg.e!r} on a depth stream")
         symbol = msg.s
         asset = self._assets.get(symbol)
         if asset is None:
-            return _reject("unknown_symbol", symbol)
+            return reject("unknown_symbol", symbol)
         bids, asks = _levels(msg.b), _levels(msg.a)
-        ts_event = _ns(msg.T or msg.E)
+        ts_event = ms_to_ns(msg.T or msg.E)
         if bids is None or asks is None or ts_event is None:
-            return _reject("bad_value", f"{symbol} depth level or time (u={msg.u})")
+            return reject("bad_value", f"{symbol} depth level or time (u={msg.u})")
         book = depth_from_levels(bids, asks)
         if book is None:
-            return _reject("bad_value", f"{symbol} depth one-sided or crossed (u={msg.u})")
-        if (late := _advance(self._last_depth_id, symbol, msg.u, "depth update id")) is not None:
+            return reject("bad_value", f"{symbol} depth one-sided or crossed (u={msg.u})")
+        if (late := self._depth_ids.check(symbol, msg.u)) is not None:
             return ParseResult([], [late], [])
         mid, spread_bps, bid_usd, ask_usd, reach_bps = book
         return ParseResult(

@@ -19,17 +19,16 @@ a combined-mode client receives the recorded text exactly. Records that are not 
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
 import msgspec
-import zstandard
 
 from flushwatch.fake.binance import Frame
+from flushwatch.fake.venue_server import record_lines
 
 _FAST_BATCH: Final = 500
 """Frames per batch when replaying as fast as possible; the loop is yielded to between batches."""
@@ -60,15 +59,6 @@ _stamped = msgspec.json.Decoder(_Stamped)
 _text = msgspec.json.Decoder(str)
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as raw:
-        if path.suffix == ".zst":
-            with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-                yield from io.BufferedReader(reader)
-        else:
-            yield from raw
-
-
 class Recording:
     """Recorded frames as a frame source. ``speed=None`` replays as fast as the clients take them."""
 
@@ -86,7 +76,7 @@ class Recording:
 
     def _load(self) -> None:
         last_ts = 0.0
-        for line in _lines(self.path):
+        for line in record_lines(self.path):
             if not line.strip():
                 continue
             stream, payload, ts = "", b"", last_ts
