@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -28,6 +28,7 @@ from flushwatch.backoff import Backoff
 from flushwatch.events import Event
 from flushwatch.telemetry import (
     FEED_CONNECTED,
+    FEED_COVERAGE,
     FEED_EVENTS,
     FEED_LAST_MESSAGE,
     FEED_MESSAGES,
@@ -53,6 +54,10 @@ class Heartbeat:
     interval_s: float
     message: Callable[[], str]
 
+
+FrameTap = Callable[[str, str, str, int, bytes | str], None]
+"""``(direction "recv"|"send", venue, connection name, local time ns, frame)``: sees every frame exactly as
+received or sent (``flushwatch record`` writes them to disk). Called on the receive loop: keep it cheap."""
 
 ProcessException = Callable[[BaseException], BaseException | None]
 """Returns None to retry, or the exception to give up with."""
@@ -98,6 +103,8 @@ class FrameSink:
         queue: EventQueue,
         *,
         routine: frozenset[str] = frozenset({"unknown_symbol"}),
+        watched: Iterable[str] = (),
+        coverage_window_s: float = 60.0,
     ) -> None:
         self.venue = venue
         # Counted but not logged: an all-market stream such as !forceOrder@arr names unwatched symbols all day.
@@ -107,6 +114,10 @@ class FrameSink:
         self._warn = RateLimitedLog(log)
         for reason in REASONS:  # exported at 0 from the start, not at the first reject
             FEED_REJECTED.labels(venue, reason)
+        self.watched = frozenset(watched)
+        """Symbols expected to produce events: ``flushwatch_feed_coverage_ratio`` is the share that did lately."""
+        self._window_ns = int(coverage_window_s * 1e9)
+        self.last_event_ns: dict[str, int] = {}
         self.frames = 0
         self.events = 0
         self.last_frame_ns = 0
@@ -122,9 +133,12 @@ class FrameSink:
         return result.replies
 
     def accept(self, result: ParsedFrame) -> None:
-        if result.events:
-            self.events += len(result.events)
-            self._queue.offer(result.events)
+        events = result.events
+        if events:
+            self.events += len(events)
+            # A frame carries one instrument (all-market streams aside): its first event names it.
+            self.last_event_ns[events[0].symbol] = events[0].ts_recv
+            self._queue.offer(events)
         for reject in result.rejects:
             FEED_REJECTED.labels(self.venue, reject.reason).inc()
             if reject.reason not in self._routine:
@@ -138,6 +152,14 @@ class FrameSink:
         self._reported_frames, self._reported_events = self.frames, self.events
         if self.last_frame_ns:
             FEED_LAST_MESSAGE.labels(self.venue).set(self.last_frame_ns / 1e9)
+        if self.watched:
+            FEED_COVERAGE.labels(self.venue).set(self.coverage(time.time_ns()))
+
+    def coverage(self, now_ns: int) -> float:
+        """Share of ``watched`` symbols with an event in the last ``coverage_window_s`` before ``now_ns``."""
+        since = now_ns - self._window_ns
+        recent = sum(1 for s in self.watched if self.last_event_ns.get(s, 0) >= since)
+        return recent / len(self.watched)
 
 
 @dataclass
@@ -152,6 +174,7 @@ class FeedConnection:
     sink: FrameSink
     policy: FeedPolicy
     heartbeat: Heartbeat | None = None
+    tap: FrameTap | None = None
     connections: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
     _last_frame: float = 0.0
@@ -211,8 +234,11 @@ class FeedConnection:
             while True:
                 frame = await ws.recv(decode=False)
                 self._last_frame = time.monotonic()
-                for reply in self.sink(frame, time.time_ns()):
-                    await ws.send(reply)
+                ts_recv = time.time_ns()
+                if self.tap is not None:
+                    self.tap("recv", self.venue, self.name, ts_recv, frame)
+                for reply in self.sink(frame, ts_recv):
+                    await self._send(ws, reply)
         except ConnectionClosed as exc:
             if not ended:
                 ended.append(f"closed_{exc.rcvd.code}" if exc.rcvd else "closed_1006")
@@ -230,13 +256,18 @@ class FeedConnection:
         for i, message in enumerate(self.subscribe_messages(self.streams)):
             if i:
                 await asyncio.sleep(self.policy.subscribe_interval_s)
-            await ws.send(message)
+            await self._send(ws, message)
+
+    async def _send(self, ws: ClientConnection, message: str) -> None:
+        if self.tap is not None:
+            self.tap("send", self.venue, self.name, time.time_ns(), message)
+        await ws.send(message)
 
     async def _beat(self, ws: ClientConnection, heartbeat: Heartbeat) -> None:
         """Send the venue's keepalive every ``interval_s``; a failed send ends in the receive loop's close."""
         while True:
             await asyncio.sleep(heartbeat.interval_s)
-            await ws.send(heartbeat.message())
+            await self._send(ws, heartbeat.message())
 
     async def _watch(self, ws: ClientConnection, stop: asyncio.Event, opened: float, ended: list[str]) -> None:
         """Close the connection on stop, on silence, or when it nears the venue's maximum age."""

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import httpx
 
-from collectors.base import FeedConnection, FeedPolicy, FrameSink, Heartbeat
+from collectors.base import FeedConnection, FeedPolicy, FrameSink, FrameTap, Heartbeat
 from collectors.instruments import Coverage, Instrument
 from collectors.parsing import ParseResult
 from collectors.queue import EventQueue
@@ -83,11 +83,11 @@ class VenueCollector:
     """The connections of one venue for ``instruments``, sharing one parser and one sink."""
 
     def __init__(self, spec: VenueSpec, instruments: Sequence[Instrument], settings: ConnectionSettings,
-                 queue: EventQueue) -> None:
+                 queue: EventQueue, *, tap: FrameTap | None = None) -> None:
         self.spec = spec
         self.instruments = list(instruments)
         self.parser = spec.parser(self.instruments, settings.max_frame_bytes)
-        self.sink = FrameSink(spec.name, self.parser.parse, queue)
+        self.sink = FrameSink(spec.name, self.parser.parse, queue, watched=[i.symbol for i in self.instruments])
         age = settings.max_connection_age_s
         if spec.max_connection_age_s is not None:
             age = min(age, spec.max_connection_age_s)
@@ -102,7 +102,8 @@ class VenueCollector:
         size = spec.max_topics_per_connection
         self.connections = [
             FeedConnection(spec.name, f"ws-{i // size}", settings.ws_url, tuple(topics[i:i + size]),
-                           NumberedRequests(spec.subscribe_messages), self.sink, policy, heartbeat=spec.heartbeat)
+                           NumberedRequests(spec.subscribe_messages), self.sink, policy,
+                           heartbeat=spec.heartbeat, tap=tap)
             for i in range(0, len(topics), size)
         ]
 

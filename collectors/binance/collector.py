@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from collectors.base import FeedConnection, FeedPolicy, FrameSink
+from collectors.base import FeedConnection, FeedPolicy, FrameSink, FrameTap
 from collectors.binance.oi_poller import OpenInterestPoller
 from collectors.binance.parse import BinanceParser
 from collectors.binance.spec import connection_plans, subscribe_messages
@@ -17,9 +17,9 @@ VENUE = "binance"
 
 
 class BinanceCollector:
-    def __init__(self, settings: BinanceSettings, queue: EventQueue) -> None:
+    def __init__(self, settings: BinanceSettings, queue: EventQueue, *, tap: FrameTap | None = None) -> None:
         self.parser = BinanceParser(settings.symbols, max_frame_bytes=settings.max_frame_bytes)
-        self.sink = FrameSink(VENUE, self.parser.parse, queue)
+        self.sink = FrameSink(VENUE, self.parser.parse, queue, watched=settings.symbols)
         policy = FeedPolicy(
             stale_after_s=settings.stale_after_s,
             max_connection_age_s=settings.max_connection_age_s,
@@ -28,7 +28,7 @@ class BinanceCollector:
         )
         self.connections = [
             FeedConnection(VENUE, plan.name, plan.url, plan.streams, NumberedRequests(subscribe_messages), self.sink,
-                           policy)
+                           policy, tap=tap)
             for plan in connection_plans(settings)
         ]
         self.poller = OpenInterestPoller(settings, self.parser, self.sink.accept)
