@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 import flushwatch.daemon  # noqa: F401 -- registers every metric `flushwatch run` serves
 from alerts.exporter import _ASSET_GAUGES, _SIDE_COUNTERS, _SIDE_GAUGES, AssetStateCollector
-from flushwatch.signals import TOTAL_KEYS, AssetState, SideState
+from flushwatch.signals import TOTAL_KEYS, AssetState, SideState, VenueView
 
 PREFIX: Final = "flushwatch_"
 
@@ -90,6 +90,7 @@ def sample_state() -> AssetState:
         short=SideState("short", 0, "calm", 10.0, ""),
         features=features,
         totals=totals,
+        venues={"bybit": VenueView("complete", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1_700_000_000_000_000_000)},
     )
 
 
@@ -147,9 +148,6 @@ def catalogue_markdown() -> str:
         "",
         "prometheus_client's default `process_*` (CPU, memory, file descriptors) and `python_*` (interpreter,",
         "garbage collector) metrics, which vary by platform, and Prometheus's own `up` for the scrape target.",
-        "",
-        "Planned: `flushwatch_feed_coverage_ratio{venue}` (multi-venue support); the alert",
-        "`FlushwatchVenueCoverageLost` is already written against it (see `docs/runbook.md`).",
         "",
     ]
     return "\n".join(lines)

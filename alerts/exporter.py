@@ -25,7 +25,7 @@ import logging
 import math
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 import flushwatch
 import flushwatch.telemetry  # registers the shared process metrics served on /metrics
+from collectors.instruments import COVERAGE_VALUE
 from flushwatch.signals import EVENT_COUNT_KEYS, AssetState
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,41 @@ _SIDE_COUNTERS: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
 def _value(values: dict[str, float], key: str, scale: float = 1.0) -> float | None:
     value = values.get(key)
     return value * scale if value is not None and math.isfinite(value) else None
+
+
+_VENUE_GAUGES: Final = (
+    ("flushwatch_venue_open_interest_usd", "Open interest (one side, USD) of the asset on one venue.", "oi_usd"),
+    ("flushwatch_venue_funding_rate_8h", "Funding rate of the asset on one venue, restated per 8 hours.",
+     "funding_8h"),
+    ("flushwatch_venue_premium_bps", "Mark over index of the asset on one venue, in basis points.", "premium_bps"),
+    ("flushwatch_venue_depth_1pct_usd", "Order book notional within 1 % of mid of the asset on one venue.",
+     "depth_1pct_usd"),
+)
+
+
+def _venue_families(states: Sequence[AssetState]) -> Iterator[Metric]:
+    """The per-venue detail behind each asset's market view, and what each venue's liquidation feed covers."""
+    for name, help_text, attr in _VENUE_GAUGES:
+        family = GaugeMetricFamily(name, help_text, labels=["asset", "venue"])
+        for state in states:
+            for venue, view in state.venues.items():
+                value = getattr(view, attr)
+                if value is not None and math.isfinite(value):
+                    family.add_metric([state.asset, venue], value)
+        yield family
+    liquidated = CounterMetricFamily(
+        "flushwatch_venue_liquidations_usd", "Liquidated notional (USD) of the asset on one venue since the "
+        "detector started, by position side; a sampled feed shows a lower bound.", labels=["asset", "venue", "side"])
+    coverage = GaugeMetricFamily(
+        "flushwatch_venue_liquidation_coverage", "What a venue's public liquidation feed shows for the asset: "
+        "2 every liquidation, 1 a sample (a lower bound), 0 none.", labels=["asset", "venue", "coverage"])
+    for state in states:
+        for venue, view in state.venues.items():
+            liquidated.add_metric([state.asset, venue, "long"], view.liq_long_usd)
+            liquidated.add_metric([state.asset, venue, "short"], view.liq_short_usd)
+            coverage.add_metric([state.asset, venue, view.coverage], COVERAGE_VALUE.get(view.coverage, 0))
+    yield liquidated
+    yield coverage
 
 
 class AssetStateCollector(Collector):
@@ -122,6 +158,7 @@ class AssetStateCollector(Collector):
             counter = CounterMetricFamily(name, help_text, labels=["asset", "side"])
             self._per_side(counter, states, keys, lambda s: s.totals)
             yield counter
+        yield from _venue_families(states)
 
     @staticmethod
     def _per_side(

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import flushwatch
 from flushwatch.events import PositionSide
-from flushwatch.signals import AssetState, SideState, StageChange
+from flushwatch.signals import AssetState, SideState, StageChange, VenueView
 
 SCHEMA_VERSION: Final = 1
 STATUS_TOPIC: Final = "status"
@@ -104,6 +104,31 @@ class SidePayload(_Payload):
         )
 
 
+class VenuePayload(_Payload):
+    """One venue's part of the asset's market; ``null`` where the venue has not reported the value yet."""
+
+    coverage: str
+    """Its public liquidation feed: ``complete``, ``sampled`` (a lower bound) or ``none``."""
+    oi_usd: float | None
+    funding_8h: float | None
+    premium_bps: float | None
+    depth_1pct_usd: float | None
+    liq_long_usd: float = Field(ge=0)
+    """Liquidated notional since the detector started, by position side."""
+    liq_short_usd: float = Field(ge=0)
+    ts_ns: int = Field(ge=0)
+    """Venue time of its newest open interest, funding, depth or liquidation event."""
+
+    @classmethod
+    def from_signal(cls, view: VenueView) -> VenuePayload:
+        def finite(x: float | None) -> float | None:
+            return x if x is not None and math.isfinite(x) else None
+
+        return cls(coverage=view.coverage, oi_usd=finite(view.oi_usd), funding_8h=finite(view.funding_8h),
+                   premium_bps=finite(view.premium_bps), depth_1pct_usd=finite(view.depth_1pct_usd),
+                   liq_long_usd=view.liq_long_usd, liq_short_usd=view.liq_short_usd, ts_ns=view.ts_event)
+
+
 class SidesPayload(_Payload):
     long: SidePayload
     short: SidePayload
@@ -139,6 +164,8 @@ class StatePayload(_Payload):
     episode_id: str | None
     sides: SidesPayload
     features: dict[str, float]
+    venues: dict[str, VenuePayload]
+    """The venues behind the asset's market view, by venue name."""
 
     @classmethod
     def from_signal(cls, state: AssetState) -> StatePayload:
@@ -156,6 +183,7 @@ class StatePayload(_Payload):
             episode_id=_episode(risk.episode_id),
             sides=SidesPayload(long=SidePayload.from_signal(state.long), short=SidePayload.from_signal(state.short)),
             features=_finite(state.features),
+            venues={name: VenuePayload.from_signal(view) for name, view in sorted(state.venues.items())},
         )
 
 

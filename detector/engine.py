@@ -18,8 +18,10 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
+from collectors.venues import coverage_of
 from detector.batch import to_columns
 from detector.kernels import apply_batch, evaluate
+from detector.market import MarketView
 from detector.params import pack
 from detector.state import (
     CHANGED_OVERHEAT,
@@ -63,6 +65,15 @@ log = logging.getLogger(__name__)
 _NEVER = -(1 << 62)
 
 
+def known_coverage(venue: str) -> str:
+    """The registry's liquidation coverage of ``venue``; ``unknown`` for a name it does not know (tests,
+    synthetic feeds)."""
+    try:
+        return coverage_of(venue)
+    except (KeyError, ImportError):
+        return "unknown"
+
+
 def _grown(state: DetectorState, capacity: int) -> DetectorState:
     """A state with room for ``capacity`` slots holding the rows of ``state``."""
     bigger = allocate(capacity)
@@ -80,7 +91,9 @@ def _widened(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
 class Detector:
     """The event-time core, without I/O: feed events, get signals. Used by the engine and by replays."""
 
-    def __init__(self, settings: Settings, capacity: int = 64) -> None:
+    def __init__(self, settings: Settings, capacity: int = 64,
+                 coverage: Callable[[str], str] = known_coverage) -> None:
+        self.market = MarketView(coverage)
         self._params = pack(settings.detector)
         self._thresholds = thresholds(settings.detector)
         self.state = allocate(capacity)
@@ -115,6 +128,7 @@ class Detector:
         n = len(events)
         if not n:
             return signals
+        events = self.market.fold(events)
         slots_get = self._slots.get
         found = [slots_get(e.asset) for e in events]
         slots = ([self._slot(e.asset) if s is None else s for e, s in zip(events, found, strict=True)]
@@ -173,6 +187,7 @@ class Detector:
                     short=sides[1],
                     features=evidence(state, slot),
                     totals=dict(zip(TOTAL_NAMES, state.totals[slot].tolist(), strict=True)),
+                    venues=self.market.venues(asset),
                 )
             )
         return signals

@@ -50,6 +50,22 @@ class SideState(msgspec.Struct, frozen=True, gc=False):
     episode_id: str
 
 
+class VenueView(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One venue's part of an asset's market. ``None`` where the venue has not reported the value yet."""
+
+    coverage: str
+    """Its liquidation feed: ``complete``, ``sampled`` (a lower bound) or ``none``."""
+    oi_usd: float | None
+    funding_8h: float | None
+    premium_bps: float | None
+    depth_1pct_usd: float | None
+    liq_long_usd: float
+    """Cumulative liquidated notional since start, by position side."""
+    liq_short_usd: float
+    ts_event: int
+    """Venue time (ns) of its newest open interest, funding, depth or liquidation event."""
+
+
 class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
     """A snapshot of one asset, sent at most once a second per asset and on every stage change."""
 
@@ -64,6 +80,8 @@ class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
     """Current feature values: price, returns, volatility, liquidation rates, funding, OI changes, depth."""
     totals: dict[str, float]
     """Cumulative counters since start, keyed by ``TOTAL_KEYS``."""
+    venues: dict[str, VenueView] = {}
+    """The venues behind the asset's market view."""
 
 
 class StageChange(msgspec.Struct, frozen=True, gc=False, tag="change"):

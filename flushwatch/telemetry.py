@@ -33,6 +33,10 @@ FEED_RECONNECTS: Final = Counter(
 FEED_LAST_MESSAGE: Final = Gauge(
     "flushwatch_feed_last_message_timestamp_seconds", "Local time of the newest frame of a venue.", ["venue"]
 )
+FEED_COVERAGE: Final = Gauge(
+    "flushwatch_feed_coverage_ratio",
+    "Share of a venue's watched instruments that produced an event in the last minute, 0..1.", ["venue"]
+)
 FEED_CONNECTED: Final = Gauge(
     "flushwatch_feed_connected_connections", "Open websocket connections per venue.", ["venue"]
 )

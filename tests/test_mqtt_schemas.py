@@ -141,7 +141,9 @@ def test_required_fields_and_types_follow_the_models() -> None:
     assert event["properties"]["evidence"]["additionalProperties"] == {"type": "number"}
     state = committed("state")
     assert set(state["required"]) == set(StatePayload.model_fields)
-    assert set(state["$defs"]) == {"SidePayload", "SidesPayload"}
+    assert set(state["$defs"]) == {"SidePayload", "SidesPayload", "VenuePayload"}
+    venue = state["$defs"]["VenuePayload"]
+    assert venue["properties"]["liq_long_usd"]["minimum"] == 0 and "coverage" in venue["required"]
     assert committed("status")["properties"]["status"]["enum"] == ["online", "offline"]
 
 

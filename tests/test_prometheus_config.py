@@ -40,8 +40,6 @@ RUNBOOK_URL = "https://github.com/flushwatch/flushwatch/blob/main/docs/runbook.m
 SEVERITIES = {"critical", "warning", "info"}
 EVALUATION_INTERVAL_S = 15
 PROMETHEUS_OWN_METRICS = {"up"}
-PENDING_METRICS = {"flushwatch_feed_coverage_ratio": "FlushwatchVenueCoverageLost"}
-"""Metrics the rules use before flushwatch exports them, with the alert that uses each."""
 
 INSTALL_HINT = (
     "install Debian's `prometheus` (promtool) and `prometheus-alertmanager` (amtool, alertmanager) packages: "
@@ -180,10 +178,6 @@ def test_every_runbook_url_has_its_section() -> None:
     # and no section for an alert that does not exist (any more)
     documented = set(re.findall(r"^#{2,6}\s+(Flushwatch\w+)\s*$", runbook, re.M))
     assert documented == names
-    # the pending metric's alert says it is pending
-    for metric, alert in PENDING_METRICS.items():
-        section = runbook.split(f"### {alert}", 1)[1].split("\n### ", 1)[0]
-        assert "Pending" in section and metric in section, alert
 
 
 def test_the_runbook_table_matches_the_rules() -> None:
@@ -291,12 +285,8 @@ def test_rules_use_only_catalogued_metrics() -> None:
     exposed = {series for entry in catalogue() for series in entry.series_names}
     used = rule_metric_names()
     assert {"flushwatch_stage", "flushwatch_overheat_score", "flushwatch_feed_messages_total", "up"} <= used
-    unknown = used - exposed - PROMETHEUS_OWN_METRICS - set(PENDING_METRICS)
+    unknown = used - exposed - PROMETHEUS_OWN_METRICS
     assert unknown == set(), "rules use metrics flushwatch does not export (see docs/metrics.md)"
-    landed = set(PENDING_METRICS) & exposed
-    assert landed == set(), (
-        f"{landed} is exported now: drop it from PENDING_METRICS and the 'Pending' note in docs/runbook.md"
-    )
 
 
 @pytest.fixture
