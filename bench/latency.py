@@ -69,7 +69,9 @@ async def _measure(play_until_s: float) -> tuple[list[float], list[float], float
                 fake.attach(scenario)
                 started = time.monotonic()
                 deadline = started + play_until_s / speed
-                collector = daemon.collectors[0]
+                assert daemon.markets is not None
+                collector = daemon.markets.collector("binance")
+                assert collector is not None
 
                 async def listen() -> None:
                     async for message in client.messages:

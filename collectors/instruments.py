@@ -65,17 +65,18 @@ RankBy = Literal["open_interest", "volume"]
 
 
 def parse_universe(text: str) -> tuple[int, list[str]]:
-    """``"top:20"`` -> ``(20, [])``; ``"BTC,ETH"`` -> ``(0, ["BTC", "ETH"])``. Raises ValueError."""
+    """``"top:20"`` -> ``(20, [])``; ``"BTC,eth,XBT"`` -> ``(0, ["BTC", "ETH"])`` (aliases merged, order
+    kept). Raises ValueError."""
     text = text.strip()
     if text.lower().startswith("top:"):
         n = int(text[4:])
         if n < 1:
             raise ValueError(f"top:N needs N >= 1, got {text!r}")
         return n, []
-    assets = [common_asset(a) for a in text.split(",") if a.strip()]
+    assets = list(dict.fromkeys(common_asset(a.strip()) for a in text.split(",") if a.strip()))
     if not assets:
         raise ValueError("an empty watchlist")
-    return 0, [a.strip() for a in assets]
+    return 0, assets
 
 
 def rank_assets(instruments: Iterable[Instrument], n: int, by: RankBy) -> list[str]:

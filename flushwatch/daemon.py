@@ -24,7 +24,6 @@ from prometheus_client import REGISTRY
 from alerts.exporter import AssetStateCollector, MetricsServer
 from alerts.mqtt import MqttPublisher
 from alerts.service import AlertService
-from collectors.binance.collector import BinanceCollector
 from collectors.queue import EventQueue
 from collectors.writer import StreamWriter
 from detector.engine import Detector, DetectorEngine
@@ -33,6 +32,7 @@ from flushwatch.redis_client import REDIS_ERRORS, connect_redis
 from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
 from flushwatch.settings import MqttTarget, Settings
 from flushwatch.signals import Signal
+from flushwatch.universe import Markets
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Daemon:
         self.redis_url = ""
         self.mqtt: MqttTarget | None = None
         self.metrics_port = 0
-        self.collectors: list[BinanceCollector] = []
+        self.markets: Markets | None = None
         self.writer: StreamWriter | None = None
 
     def _private_servers(self) -> None:
@@ -124,11 +124,10 @@ class Daemon:
         shards = range(settings.shards)
         alerts = AlertService(redis, list(shards), publisher, exporter, consumer="alerts-0")
         detector = DetectorEngine(redis, settings, shards=shards, consumer="detector-0", on_signals=self._on_signals,
-                                  capacity=max(64, len(settings.binance.symbols)))
+                                  capacity=64)
         queue = EventQueue(settings.writer.queue_max_events)
         self.writer = StreamWriter(redis, queue, settings.writer, settings.shards)
-        if settings.binance.enabled:
-            self.collectors.append(BinanceCollector(settings.binance, queue))
+        self.markets = Markets(settings, queue)
 
         stops = {name: asyncio.Event() for name in ("collectors", "writer", "detector", "alerts")}
         tasks: dict[str, asyncio.Task[Any]] = {}
@@ -137,7 +136,7 @@ class Daemon:
             await asyncio.wait_for(alerts.ready.wait(), timeout=10)
         tasks["detector"] = asyncio.create_task(detector.run(stops["detector"]), name="detector")
         tasks["writer"] = asyncio.create_task(self.writer.run(stops["writer"]), name="writer")
-        tasks["collectors"] = asyncio.create_task(self._collect(stops["collectors"]), name="collectors")
+        tasks["collectors"] = asyncio.create_task(self.markets.run(stops["collectors"]), name="collectors")
         self.ready.set()
         try:
             stopped = asyncio.create_task(self.stop.wait())
@@ -163,11 +162,6 @@ class Daemon:
                 metrics.close()
             REGISTRY.unregister(exporter)
             await redis.aclose()
-
-    async def _collect(self, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as group:
-            for collector in self.collectors:
-                group.create_task(collector.run(stop))
 
     def _health(self) -> tuple[bool, str]:
         return (not self.stop.is_set()), ("ok" if not self.stop.is_set() else "stopping")

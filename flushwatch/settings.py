@@ -72,7 +72,8 @@ class BinanceSettings(_Section):
     liquidations, ``/public`` for the order book; the legacy root URL handshakes but never pushes."""
 
     enabled: bool = True
-    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"], min_length=1)
+    symbols: list[str] = Field(default_factory=list)
+    """Symbols to watch instead of the universe's picks (``BTCUSDT``); empty = from ``universe``."""
     market_url: str = "wss://fstream.binance.com/market"
     public_url: str = "wss://fstream.binance.com/public"
     rest_url: str = "https://fapi.binance.com"
