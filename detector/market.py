@@ -41,29 +41,35 @@ class ChainedSum:
     connect a few seconds apart) and afterwards is multiplied by ``(total after / total before)`` over the
     venues present in both, so only their moves move it. A venue silent for ``stale_s`` leaves the sum."""
 
-    __slots__ = ("_first", "_values", "grace_ns", "level", "stale_ns", "total")
+    __slots__ = ("_first", "_next_expiry", "_values", "grace_ns", "level", "stale_ns", "total")
 
     def __init__(self, grace_s: float, stale_s: float) -> None:
         self.grace_ns = int(grace_s * _NS)
         self.stale_ns = int(stale_s * _NS)
         self._values: dict[str, tuple[float, int]] = {}
         self._first = -1
+        self._next_expiry = 0
         self.total = 0.0
         self.level = 0.0
 
     def update(self, venue: str, value: float, ts: int) -> float:
         if self._first < 0:
             self._first = ts
-        for gone in [v for v, (_, t) in self._values.items() if ts - t > self.stale_ns and v != venue]:
-            self.total -= self._values.pop(gone)[0]
+        if ts >= self._next_expiry and len(self._values) > 1:  # look for silent venues once a second at most
+            self._next_expiry = ts + _NS
+            for gone in [v for v, (_, t) in self._values.items() if ts - t > self.stale_ns and v != venue]:
+                self.total -= self._values.pop(gone)[0]
         old = self._values.get(venue)
         self._values[venue] = (value, ts)
+        before = self.total
         if old is None:
-            self.total += value
+            self.total += value  # a venue joining: the level does not move
         else:
-            if self.total > 0:
-                self.level *= (self.total - old[0] + value) / self.total
             self.total += value - old[0]
+            if self.level == before:  # no composition change so far: the level is the total, exactly
+                self.level = self.total
+            elif before > 0:
+                self.level *= self.total / before
         if ts - self._first <= self.grace_ns or self.level <= 0:
             self.level = self.total
         return self.level
@@ -150,7 +156,8 @@ class MarketView:
         venue = asset.venues.get(e.venue)
         if venue is None:
             venue = asset.venues[e.venue] = _Venue(self._coverage(e.venue))
-        venue.ts_event = max(venue.ts_event, e.ts_event)
+        if e.ts_event > venue.ts_event:
+            venue.ts_event = e.ts_event
         return venue
 
     def _open_interest(self, e: OpenInterest) -> OpenInterest:
@@ -158,6 +165,8 @@ class MarketView:
         venue.oi_usd = e.oi_usd
         asset = self._asset(e.asset)
         level = asset.oi.update(e.venue, e.oi_usd, e.ts_event)
+        if len(asset.venues) == 1 and level == e.oi_usd:  # a market of one venue is that venue
+            return e
         base = e.oi_base * level / e.oi_usd if e.oi_usd > 0 else e.oi_base
         return OpenInterest(MARKET_VENUE, e.asset, e.asset, e.ts_event, e.ts_recv, base, level)
 
@@ -165,7 +174,10 @@ class MarketView:
         venue = self._venue(e)
         venue.funding_8h = e.funding_8h
         venue.premium_bps = e.premium_bps if e.index_price > 0 else math.nan
-        funding, premium = self._weighted(self._asset(e.asset))
+        asset = self._asset(e.asset)
+        if len(asset.venues) == 1:  # a market of one venue is that venue
+            return e
+        funding, premium = self._weighted(asset)
         index = e.index_price if e.index_price > 0 else e.mark_price
         premium = premium if math.isfinite(premium) else 0.0
         return funding_mark(venue=MARKET_VENUE, symbol=e.asset, asset=e.asset, ts_event=e.ts_event,
@@ -192,6 +204,8 @@ class MarketView:
         venue.spread_bps = e.spread_bps
         asset = self._asset(e.asset)
         level = asset.depth.update(e.venue, venue.depth_1pct_usd, e.ts_event)
+        if len(asset.venues) == 1 and level == venue.depth_1pct_usd:
+            return e
         # The deepest book sets the market's spread: it is where size trades.
         deepest = max((v for v in asset.venues.values() if math.isfinite(v.depth_1pct_usd)),
                       key=lambda v: v.depth_1pct_usd)
