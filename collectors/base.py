@@ -233,12 +233,16 @@ class FeedConnection:
             await self._subscribe(ws)
             while True:
                 frame = await ws.recv(decode=False)
-                self._last_frame = time.monotonic()
                 ts_recv = time.time_ns()
                 if self.tap is not None:
                     self.tap("recv", self.venue, self.name, ts_recv, frame)
+                events = self.sink.events
                 for reply in self.sink(frame, ts_recv):
                     await self._send(ws, reply)
+                # Only data counts as life: a venue whose heartbeats outlive its data (Deribit's test_request
+                # every 10 s) must still be caught by the staleness watchdog.
+                if self.sink.events != events:
+                    self._last_frame = time.monotonic()
         except ConnectionClosed as exc:
             if not ended:
                 ended.append(f"closed_{exc.rcvd.code}" if exc.rcvd else "closed_1006")
@@ -280,7 +284,7 @@ class FeedConnection:
             if stop.is_set():
                 ended.append("stop")
             elif now - self._last_frame > self.policy.stale_after_s:
-                log.warning("%s/%s: no message for %.0f s; replacing the connection",
+                log.warning("%s/%s: no data for %.0f s; replacing the connection",
                             self.venue, self.name, now - self._last_frame)
                 ended.append("stale")
             elif now - opened > self.policy.max_connection_age_s:

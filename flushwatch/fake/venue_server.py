@@ -247,9 +247,12 @@ class FakeVenue:
                 for frame in reply.replies:
                     await conn.send(frame)
                 for topic in reply.subscribed:
-                    for frame in self.protocol.snapshot(topic):
-                        await conn.send(frame)
+                    # Subscribed before the first await: a frame published while the snapshot is being sent
+                    # must reach the new subscriber, or its book would start with a gap.
+                    snapshot = self.protocol.snapshot(topic)
                     conn.topics.add(topic)
+                    for frame in snapshot:
+                        await conn.send(frame)
                 conn.topics.difference_update(reply.unsubscribed)
                 if reply.close is not None:
                     await ws.close(*reply.close)
