@@ -10,6 +10,7 @@ lives outside the venue's folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +51,8 @@ class VenueSpec:
     subscribe_interval_s: float = 0.1
     """Pause between subscribe messages, under the venue's request rate limit."""
     heartbeat: Heartbeat | None = None
+    connect_interval_s: float = 0.0
+    """Pause between opening two connections (OKX: 3 connection requests per second per IP)."""
     max_connection_age_s: float | None = None
     """A venue-imposed maximum age; the collector renews connections before it."""
 
@@ -109,5 +112,12 @@ class VenueCollector:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
-            for connection in self.connections:
-                group.create_task(connection.run(stop))
+            for i, connection in enumerate(self.connections):
+                group.create_task(self._staggered(connection, i * self.spec.connect_interval_s, stop))
+
+    @staticmethod
+    async def _staggered(connection: FeedConnection, delay_s: float, stop: asyncio.Event) -> None:
+        if delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay_s)
+        await connection.run(stop)

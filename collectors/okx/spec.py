@@ -100,6 +100,9 @@ def ping() -> str:
     return "ping"
 
 
+CONNECT_INTERVAL_S: Final = 0.4
+"""OKX accepts 3 connection requests per second per IP; one every 0.4 s stays under it."""
+
 SPEC: Final = VenueSpec(
     name=VENUE,
     # At most one liquidation per contract per second, out of time order: totals are lower bounds.
@@ -113,4 +116,5 @@ SPEC: Final = VenueSpec(
     max_topics_per_connection=MAX_TOPICS_PER_CONNECTION,
     subscribe_interval_s=SUBSCRIBE_INTERVAL_S,
     heartbeat=Heartbeat(HEARTBEAT_S, ping),
+    connect_interval_s=CONNECT_INTERVAL_S,
 )
