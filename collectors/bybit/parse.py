@@ -1,0 +1,356 @@
+"""Bybit v5 linear frames to events: bytes in, events out, no I/O, never raises on input.
+
+State is what the protocol needs: the merged ticker of each symbol (``tickers`` sends a snapshot, then only
+the fields that changed), the local book of each ``orderbook`` topic (snapshot, then deltas numbered by
+``u``), and the recent trade ids of each symbol (for duplicates after a reconnect).
+
+When a ticker or a book loses sync (a delta before any snapshot, a missed ``u``, a bad level) the parser
+asks for a fresh snapshot the only way Bybit offers: it replies with an unsubscribe and a subscribe of that
+one topic on the same connection, once until the snapshot arrives. Without that a book would stay dark
+until the connection happened to be replaced.
+
+The hot paths (trades, book deltas) decode the envelope with ``data`` kept raw, then ``data`` with a typed
+decoder, and build events positionally.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
+
+import msgspec
+
+from collectors.book import Book
+from collectors.bybit import schemas
+from collectors.bybit.schemas import TickerValue
+from collectors.bybit.spec import LIQUIDATIONS, ORDERBOOK, TICKERS, TRADES, VENUE, request
+from collectors.instruments import Instrument
+from collectors.parsing import EMPTY, NS_PER_MS, ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
+from collectors.rejects import Reject, RejectReason
+from flushwatch.events import (
+    Depth,
+    Event,
+    FundingMark,
+    Liquidation,
+    OpenInterest,
+    PositionSide,
+    TakerSide,
+    Trade,
+    funding_mark,
+)
+
+DEFAULT_FUNDING_INTERVAL_H: Final = 8.0
+DEPTH_INTERVAL_NS: Final = 100 * NS_PER_MS
+"""Depth is reported at most this often per book (venue time), every delta still folded in. ``orderbook.50``
+pushes every 20 ms; banding 50 levels per push would cost more than all the rest of the feed, and 100 ms is
+the cadence of Binance's ``depth20@100ms``, so every venue's depth arrives alike."""
+RESYNC_INTERVAL_NS: Final = 1_000 * NS_PER_MS
+RECENT_TRADE_IDS: Final = 4096
+"""Trade ids remembered per symbol: four full messages, far more than ever share one millisecond."""
+
+_TAKER: Final[dict[str, TakerSide]] = {"Buy": "buy", "Sell": "sell"}
+_POSITION: Final[dict[str, PositionSide]] = {"Buy": "long", "Sell": "short"}  # Bybit's S is the position's
+_FUNDING_FIELDS: Final = ("markPrice", "indexPrice", "fundingRate", "fundingIntervalHour", "nextFundingTime")
+_OI_FIELDS: Final = ("singleOpenInterest", "openInterest")
+_INF: Final = math.inf
+
+Handler = Callable[[str, schemas.Envelope, int], ParseResult]
+
+
+def _given(value: TickerValue) -> bool:
+    """A ticker field that carries a value (Bybit sends ``""`` for what does not apply)."""
+    return value is not None and value != ""
+
+
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only (``str.isdigit`` takes "²"), and few enough for ``int`` to be cheap and safe."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def _next_funding_ns(value: TickerValue) -> int | None:
+    """``nextFundingTime`` (ms text) in ns; 0 when not given, ``None`` when not a time."""
+    if value is None or value in ("", "0") or (type(value) is int and value == 0):
+        return 0
+    return ms_to_ns(value) if isinstance(value, str) or type(value) is int else None
+
+
+class _RecentTrades:
+    """Bybit's trade id is a uuid (unique, unordered) and ``seq`` is shared by all fills of one match and by
+    several messages, so neither orders trades alone. Messages are sorted by match time ``T``, so a trade
+    older than the newest accepted is stale, and one at the same or a later time is a duplicate when its id
+    is among the last ``RECENT_TRADE_IDS`` accepted."""
+
+    __slots__ = ("ids", "last_ms")
+
+    def __init__(self) -> None:
+        self.last_ms = 0
+        self.ids: dict[str, None] = {}  # insertion-ordered: the oldest is evicted first
+
+    def check(self, symbol: str, t_ms: int, trade_id: str) -> Reject | None:
+        if t_ms < self.last_ms:
+            return Reject("stale", f"{symbol} trade {trade_id} at {t_ms} after {self.last_ms}")
+        ids = self.ids
+        if trade_id in ids:
+            return Reject("duplicate", f"{symbol} trade {trade_id}")
+        ids[trade_id] = None
+        if len(ids) > RECENT_TRADE_IDS:
+            del ids[next(iter(ids))]
+        self.last_ms = t_ms
+        return None
+
+
+class BybitParser:
+    """Parses the frames of one or more connections for ``instruments`` (state is shared, so a message
+    repeated on a replacement connection is dropped)."""
+
+    def __init__(self, instruments: Sequence[Instrument], max_frame_bytes: int = 1 << 22) -> None:
+        self._assets = {i.symbol: i.asset for i in instruments}
+        self._interval_h = {i.symbol: i.funding_interval_h for i in instruments if i.funding_interval_h > 0}
+        self._envelope = msgspec.json.Decoder(schemas.Envelope)
+        self._trades_decoder = msgspec.json.Decoder(list[schemas.PublicTrade])
+        self._liquidations_decoder = msgspec.json.Decoder(list[schemas.LiquidationItem])
+        self._book_decoder = msgspec.json.Decoder(schemas.OrderbookData, strict=False)
+        self._ticker_decoder = msgspec.json.Decoder(schemas.TickerData)
+        self._handlers: dict[str, Handler] = {
+            TRADES: self._on_trades, ORDERBOOK: self._on_book, TICKERS: self._on_ticker,
+            LIQUIDATIONS: self._on_liquidations,
+        }
+        self._tickers: dict[str, dict[str, TickerValue]] = {}
+        self._ticker_cs = Sequencer("ticker cs")
+        self._trades: dict[str, _RecentTrades] = {}
+        self._books: dict[str, Book] = {}
+        self._book_u: dict[str, int] = {}
+        self._depth_due: dict[str, int] = {}  # topic -> ts_event from which a delta reports depth again
+        self._resyncing: set[str] = set()
+        self._resync_ids = itertools.count(1)
+        self._resync_due: dict[str, int] = {}  # topic -> ts_recv from which it may be resynced again
+        self.parse = guarded(self._decode, max_frame_bytes)
+        """One websocket frame (``ts_recv`` = local receive time, ns) -> ``ParseResult``; never raises."""
+
+    def ticker(self, symbol: str) -> Mapping[str, TickerValue]:
+        """The merged ticker of ``symbol`` as Bybit names its fields (empty before the first snapshot);
+        a read-only view."""
+        return MappingProxyType(self._tickers.get(symbol, {}))
+
+    def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
+        env = self._envelope.decode(frame)
+        topic = env.topic
+        if topic is None:
+            return self._control(env)
+        kind, _, rest = topic.partition(".")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return reject("unknown_type", topic)
+        return handler(rest, env, ts_recv)
+
+    def _control(self, env: schemas.Envelope) -> ParseResult:
+        op = env.op
+        if not op:
+            return reject("malformed", "neither a push nor an answer to a request")
+        if env.success is False:
+            return reject("venue_error", f"{op} req_id={env.req_id!r}: {env.ret_msg}")
+        if op in ("ping", "pong"):
+            return EMPTY
+        if op in ("subscribe", "unsubscribe") and env.success:
+            req_id = env.req_id
+            return ParseResult([], [], [int(req_id) if _digits(req_id, 18) else req_id or op])
+        return reject("unknown_type", f"op {op!r} success={env.success}")
+
+    def _resync(self, topic: str, reason: RejectReason, detail: str, ts_recv: int) -> ParseResult:
+        """The reject, and the requests that make Bybit send a snapshot: once until that snapshot arrives,
+        and not again within ``RESYNC_INTERVAL_NS`` (a venue resending a snapshot we cannot use must not
+        be asked in a loop)."""
+        replies: list[str] = []
+        if topic not in self._resyncing and ts_recv >= self._resync_due.get(topic, 0):
+            self._resyncing.add(topic)
+            self._resync_due[topic] = ts_recv + RESYNC_INTERVAL_NS
+            req_id = f"resync-{next(self._resync_ids)}"
+            replies = [request("unsubscribe", [topic], req_id), request("subscribe", [topic], req_id)]
+        return ParseResult([], [Reject(reason, detail)], [], replies)
+
+    # --------------------------------------------------------------------------------------- trades
+
+    def _on_trades(self, symbol: str, env: schemas.Envelope, ts_recv: int) -> ParseResult:
+        asset = self._assets.get(symbol)
+        if asset is None:
+            return reject("unknown_symbol", symbol)
+        items = self._trades_decoder.decode(env.data)
+        if not items:
+            return reject("malformed", f"publicTrade.{symbol} without trades")
+        recent = self._trades.get(symbol)
+        if recent is None:
+            recent = self._trades[symbol] = _RecentTrades()
+        events: list[Event] = []
+        rejects: list[Reject] = []
+        for t in items:
+            side = _TAKER.get(t.S)
+            if side is None or t.s != symbol:
+                rejects.append(Reject("malformed", f"publicTrade.{symbol} item s={t.s!r} S={t.S!r}"))
+                continue
+            price, size = num(t.p), num(t.v)
+            ts_event = ms_to_ns(t.T)
+            if not (positive(price) and positive(size)) or ts_event is None:
+                rejects.append(Reject("bad_value", f"{symbol} trade {t.i} p={t.p!r} v={t.v!r} T={t.T}"))
+                continue
+            late = recent.check(symbol, t.T, t.i)
+            if late is not None:
+                rejects.append(late)
+                continue
+            events.append(Trade(VENUE, symbol, asset, ts_event, ts_recv, price, size, side))
+        return ParseResult(events, rejects)
+
+    def _on_liquidations(self, symbol: str, env: schemas.Envelope, ts_recv: int) -> ParseResult:
+        asset = self._assets.get(symbol)
+        if asset is None:
+            return reject("unknown_symbol", symbol)
+        items = self._liquidations_decoder.decode(env.data)
+        if not items:
+            return reject("malformed", f"allLiquidation.{symbol} without liquidations")
+        events: list[Event] = []
+        rejects: list[Reject] = []
+        for item in items:
+            side = _POSITION.get(item.S)
+            if side is None or item.s != symbol:
+                rejects.append(Reject("malformed", f"allLiquidation.{symbol} item s={item.s!r} S={item.S!r}"))
+                continue
+            price, size = num(item.p), num(item.v)
+            ts_event = ms_to_ns(item.T)
+            if not (positive(price) and positive(size)) or ts_event is None:
+                rejects.append(Reject("bad_value", f"{symbol} liquidation p={item.p!r} v={item.v!r} T={item.T}"))
+                continue
+            events.append(Liquidation(VENUE, symbol, asset, ts_event, ts_recv, price, size, side))
+        return ParseResult(events, rejects)
+
+    # ------------------------------------------------------------------------------------------ book
+
+    def _on_book(self, rest: str, env: schemas.Envelope, ts_recv: int) -> ParseResult:
+        depth, _, symbol = rest.partition(".")
+        topic = f"{ORDERBOOK}.{rest}"
+        if not _digits(depth, 5) or not symbol:
+            return reject("unknown_type", topic)
+        asset = self._assets.get(symbol)
+        if asset is None:
+            return reject("unknown_symbol", symbol)
+        msg = self._book_decoder.decode(env.data)
+        if msg.s != symbol:
+            return reject("malformed", f"{topic} carries s={msg.s!r}")
+        ts_event = ms_to_ns(env.cts or env.ts)
+        if ts_event is None:
+            return reject("bad_value", f"{topic} cts={env.cts} ts={env.ts}")
+        book = self._books.get(topic)
+        if env.type == "snapshot":  # the first, a resend after trouble on Bybit's side, or u == 1 after a restart
+            if book is None:
+                book = self._books[topic] = Book(keep=max(1, int(depth)))
+            self._resyncing.discard(topic)
+            self._book_u[topic] = msg.u
+            if not book.snapshot(msg.b, msg.a):
+                return self._resync(topic, "bad_value", f"{topic} snapshot u={msg.u} has a bad level", ts_recv)
+        elif env.type == "delta":
+            if book is None or not book.synced:
+                return self._resync(topic, "out_of_sync", f"{topic} delta u={msg.u} without a snapshot", ts_recv)
+            last = self._book_u[topic]
+            if msg.u <= last:
+                reason: RejectReason = "duplicate" if msg.u == last else "stale"
+                return ParseResult([], [Reject(reason, f"{topic} u={msg.u} after {last}")])
+            if msg.u != last + 1:
+                book.synced = False
+                return self._resync(topic, "out_of_sync", f"{topic} u={msg.u} after {last}: updates missed", ts_recv)
+            self._book_u[topic] = msg.u
+            if not book.update(msg.b, msg.a):
+                return self._resync(topic, "bad_value", f"{topic} delta u={msg.u} has a bad level", ts_recv)
+            if ts_event < self._depth_due.get(topic, 0):
+                return EMPTY
+        else:
+            return reject("malformed", f"{topic} type {env.type!r}")
+        bands = book.depth()
+        if bands is None:
+            if book.bids and book.asks:  # crossed: the local book is wrong, not the market
+                book.synced = False
+                return self._resync(topic, "out_of_sync", f"{topic} crossed at u={msg.u}", ts_recv)
+            return reject("bad_value", f"{topic} one-sided at u={msg.u}")
+        self._depth_due[topic] = ts_event + DEPTH_INTERVAL_NS
+        mid, spread_bps, bid_usd, ask_usd, reach_bps = bands
+        return ParseResult([Depth(VENUE, symbol, asset, ts_event, ts_recv, mid, spread_bps, bid_usd, ask_usd,
+                                  reach_bps)])
+
+    # --------------------------------------------------------------------------------------- tickers
+
+    def _on_ticker(self, symbol: str, env: schemas.Envelope, ts_recv: int) -> ParseResult:
+        topic = f"{TICKERS}.{symbol}"
+        asset = self._assets.get(symbol)
+        if asset is None:
+            return reject("unknown_symbol", symbol)
+        data = self._ticker_decoder.decode(env.data)
+        if data.get("symbol") != symbol:
+            return reject("malformed", f"{topic} carries symbol={data.get('symbol')!r}")
+        ts_event = ms_to_ns(env.ts)
+        if ts_event is None:
+            return reject("bad_value", f"{topic} ts={env.ts}")
+        state = self._tickers.get(symbol)
+        if env.type == "snapshot":
+            if env.cs:
+                self._ticker_cs.forget(symbol)
+                self._ticker_cs.check(symbol, env.cs)
+            self._tickers[symbol] = state = data
+            self._resyncing.discard(topic)
+            funding_changed = oi_changed = True
+        elif env.type == "delta":
+            if state is None:
+                return self._resync(topic, "out_of_sync", f"{topic} delta before a snapshot", ts_recv)
+            if env.cs and (late := self._ticker_cs.check(symbol, env.cs)) is not None:
+                return ParseResult([], [late])
+            funding_changed = any(f in data and data[f] != state.get(f) for f in _FUNDING_FIELDS)
+            oi_changed = any(f in data and data[f] != state.get(f) for f in _OI_FIELDS)
+            state.update(data)  # an absent field has not changed
+        else:
+            return reject("malformed", f"{topic} type {env.type!r}")
+        events: list[Event] = []
+        rejects: list[Reject] = []
+        for changed, build in ((funding_changed, self._funding), (oi_changed, self._open_interest)):
+            if changed:
+                out = build(symbol, asset, state, ts_event, ts_recv)
+                if isinstance(out, Reject):
+                    rejects.append(out)
+                elif out is not None:
+                    events.append(out)
+        return ParseResult(events, rejects) if events or rejects else EMPTY
+
+    def _funding(self, symbol: str, asset: str, state: dict[str, TickerValue], ts_event: int, ts_recv: int,
+                 ) -> FundingMark | Reject | None:
+        rate_text = state.get("fundingRate")
+        if not _given(rate_text):
+            return None  # a dated future: no funding, and mark and index alone are not an event
+        hours = state.get("fundingIntervalHour")
+        interval = num(hours) if _given(hours) else self._interval_h.get(symbol, DEFAULT_FUNDING_INTERVAL_H)
+        next_text = state.get("nextFundingTime")
+        next_ns = _next_funding_ns(next_text)
+        mark, index, rate = num(state.get("markPrice")), num(state.get("indexPrice")), num(rate_text)
+        if not (positive(mark) and positive(index) and math.isfinite(rate) and positive(interval)) or next_ns is None:
+            return Reject("bad_value", f"{symbol} ticker markPrice={state.get('markPrice')!r} indexPrice="
+                                       f"{state.get('indexPrice')!r} fundingRate={rate_text!r} interval={hours!r} "
+                                       f"nextFundingTime={next_text!r}")
+        return funding_mark(venue=VENUE, symbol=symbol, asset=asset, ts_event=ts_event, ts_recv=ts_recv,
+                            mark_price=mark, index_price=index, funding_rate=rate, funding_interval_h=interval,
+                            next_funding_ts=next_ns)
+
+    def _open_interest(self, symbol: str, asset: str, state: dict[str, TickerValue], ts_event: int, ts_recv: int,
+                       ) -> OpenInterest | Reject | None:
+        single = state.get("singleOpenInterest")
+        if _given(single):
+            base = num(single)
+            value = state.get("singleOpenInterestValue")
+            usd = num(value) if _given(value) else base * num(state.get("markPrice"))
+        elif _given(both := state.get("openInterest")):
+            # Before 2026-06 Bybit sent only openInterest, which counts longs and shorts (the 2026-08 recording
+            # has openInterest == 2 x singleOpenInterest); every other venue reports one side.
+            base = num(both) / 2.0
+            usd = base * num(state.get("markPrice"))
+        else:
+            return None
+        if not (0.0 <= base < _INF and 0.0 <= usd < _INF):
+            return Reject("bad_value", f"{symbol} ticker singleOpenInterest={single!r} openInterest="
+                                       f"{state.get('openInterest')!r} markPrice={state.get('markPrice')!r}")
+        return OpenInterest(VENUE, symbol, asset, ts_event, ts_recv, base, usd)
