@@ -7,10 +7,11 @@ import logging
 import platform
 import time
 
-from bench import collector, detector, latency, memory
+from bench import collector, detector, latency, memory, venues
 from bench.common import emit, note
 
-SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run}
+SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run,
+          "venues": venues.run}
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """A local price-level book for venues that send a snapshot and then deltas (Bybit ``orderbook.50``,
 Deribit ``book``), reduced to the shared ``Depth`` bands after each update.
 
-Levels are kept in dicts (price -> size); the best ``keep`` levels per side are sorted only when depth is
+Levels are kept in dicts (price -> size); levels are sorted only when depth is
 read, which happens once per message. A delta before the first snapshot, a crossed result or a bad
 number leaves the book marked out of sync until the next snapshot: the venue resends one on resubscribe,
 and a stale book must not be reported as liquidity.
@@ -9,7 +9,6 @@ and a stale book must not be reported as liquidity.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 
 from flushwatch.events import depth_from_levels
@@ -45,8 +44,9 @@ class Book:
         """``depth_from_levels`` of the best ``keep`` levels; ``None`` when empty, one-sided or crossed."""
         if not self.synced:
             return None
-        bids = heapq.nlargest(self.keep, self.bids.items())
-        asks = heapq.nsmallest(self.keep, self.asks.items())
+        # A full sort beats heapq.nlargest for books of tens to hundreds of levels.
+        bids = sorted(self.bids.items(), reverse=True)[: self.keep]
+        asks = sorted(self.asks.items())[: self.keep]
         return depth_from_levels(bids, asks)
 
 
