@@ -128,7 +128,6 @@ class Detector:
         n = len(events)
         if not n:
             return signals
-        events = self.market.fold(events)
         slots_get = self._slots.get
         found = [slots_get(e.asset) for e in events]
         slots = ([self._slot(e.asset) if s is None else s for e, s in zip(events, found, strict=True)]
@@ -154,6 +153,9 @@ class Detector:
         if stop <= start:
             return
         part = events[start:stop] if start or stop < len(events) else events
+        # Folded per evaluation segment, not per read: a snapshot's per-venue detail is then the market view at
+        # its evaluation time whatever the batching, which is what makes replays reproducible.
+        part = self.market.fold(part)
         part_slots = slots[start:stop] if start or stop < len(events) else slots
         kind, slot, t, v0, v1, v2, v3, recv = to_columns(part, part_slots)
         np.maximum.at(self._recv, slot, recv)

@@ -140,9 +140,14 @@ def test_the_detector_reports_each_venue_with_its_coverage() -> None:
         oi("bybit", 4e9, T0 + S),
         Liquidation("bybit", "BTCUSDT", "BTC", T0 + S, T0 + S, 100.0, 1.0, "long"),
         Trade("binance", "BTCUSDT", "BTC", T0 + 3 * S, T0 + 3 * S, 100.0, 1.0, "buy"),
+        # evaluations fall on the grid just before a crossing event: these put one past the next snapshot's time
+        Trade("binance", "BTCUSDT", "BTC", T0 + 7 * S, T0 + 7 * S, 100.0, 1.0, "buy"),
+        Trade("binance", "BTCUSDT", "BTC", T0 + 9 * S, T0 + 9 * S, 100.0, 1.0, "buy"),
     ])
     states = [s for s in signals if isinstance(s, AssetState)]
     assert states, "an evaluation crossed the grid"
+    # the first snapshot is taken before the venues reported, the next one after: each shows its moment
+    assert states[0].venues == {}
     venues = states[-1].venues
     assert venues["binance"].coverage == "sampled" and venues["bybit"].liq_long_usd == 100.0
     assert detector.state.oi_usd[detector.assets.index("BTC")] == pytest.approx(10e9)
