@@ -26,7 +26,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-import flushwatch.daemon  # noqa: F401 -- registers every metric `flushwatch run` serves
+import flushwatch.daemon  # registers every metric `flushwatch run` serves
+import flushwatch.recorder  # noqa: F401 -- and `flushwatch record`'s
 from alerts.exporter import _ASSET_GAUGES, _SIDE_COUNTERS, _SIDE_GAUGES, AssetStateCollector
 from flushwatch.signals import TOTAL_KEYS, AssetState, SideState, VenueView
 

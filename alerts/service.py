@@ -6,7 +6,8 @@ Per read batch (one XREADGROUP reply over all shards):
   cooldown holds it back (transitions only -- the detector emits nothing else -- escalations at once, a same
   or lower stage of the same asset and side only ``cooldown_s`` of event time after the last published one);
 * the newest ``AssetState`` of each asset updates the exporter and becomes one retained ``<asset>/state``
-  message (the detector sends a snapshot with every change, so the state follows its events);
+  message (the detector sends a snapshot with every change, so the state follows its events); with
+  ``coalesce_states=False`` (replays) every snapshot is published, in stream order;
 * then the batch is acknowledged: every message is in the sink's outbox by then, and an entry that could not
   be decoded is counted, logged and acknowledged too, so it cannot come back.
 
@@ -90,6 +91,7 @@ class AlertService:
         block_ms: int = 100,
         cooldown_s: float = 300.0,
         retry_max_s: float = 5.0,
+        coalesce_states: bool = True,
     ) -> None:
         if not 1 <= block_ms <= 2000:
             raise ValueError("block_ms must be within 1..2000 (below the client's 5 s socket timeout)")
@@ -102,6 +104,9 @@ class AlertService:
         self._block_ms = block_ms
         self._cooldown = Cooldown(cooldown_s)
         self._retry_max_s = retry_max_s
+        # Which snapshots share a read, and so which are coalesced, depends on timing: a replay, which must
+        # publish the same payloads every time, turns coalescing off and publishes every snapshot in order.
+        self._coalesce_states = coalesce_states
         self._cursors: dict[KeyT, StreamIdT] = {}
         self._warn = RateLimitedLog(log)
         self.ready = asyncio.Event()
@@ -159,8 +164,10 @@ class AlertService:
             for signal in signals:
                 if isinstance(signal, StageChange):
                     await self._on_change(signal)
-                else:
+                elif self._coalesce_states:
                     snapshots[signal.asset] = signal
+                else:
+                    await self._on_state(signal)
         for state in snapshots.values():
             await self._on_state(state)
         for key, cursor in self._cursors.items():

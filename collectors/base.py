@@ -56,8 +56,9 @@ class Heartbeat:
 
 
 FrameTap = Callable[[str, str, str, int, bytes | str], None]
-"""``(direction "recv"|"send", venue, connection name, local time ns, frame)``: sees every frame exactly as
-received or sent (``flushwatch record`` writes them to disk). Called on the receive loop: keep it cheap."""
+"""``(direction, venue, connection, local time ns, frame)``: sees every frame exactly as received (``recv``) or
+sent (``send``), and REST bodies the collectors parse (``http``, with the request's path and query as the
+connection). ``flushwatch record`` writes them to disk. Called on the receive loop: keep it cheap."""
 
 ProcessException = Callable[[BaseException], BaseException | None]
 """Returns None to retry, or the exception to give up with."""

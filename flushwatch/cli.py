@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -119,6 +120,135 @@ def subscribe(
     _logging("WARNING")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_subscriber(target, settings.mqtt_prefix, asset, min_stage, Console(highlight=False), None))
+
+
+@app.command()
+def record(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the recording files (created if missing).")],
+    config: ConfigOption = None,
+    rotate_mb: Annotated[float, typer.Option(min=0.001, help="Start a new file past this many MiB (compressed).")]
+    = 256.0,
+    rotate_minutes: Annotated[float, typer.Option(min=0.01, help="Start a new file after this many minutes.")] = 60.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds; default: SIGTERM or Ctrl-C.")]
+    = None,
+) -> None:
+    """Record raw venue frames exactly as received, to rotating zstd JSON-lines files.
+
+    Each frame with its receive time, venue and connection, REST open interest included; every file starts
+    with a header naming the instruments and subscriptions, so `flushwatch replay` needs no network. Runs
+    the collectors only: no Redis, no detector."""
+    from alerts.exporter import MetricsServer
+    from flushwatch.recorder import RecordSession
+
+    settings = _settings(config)
+    _logging(settings.log_level)
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        if duration is not None:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+        session = RecordSession(settings, out, rotate_bytes=int(rotate_mb * (1 << 20)), rotate_s=rotate_minutes * 60)
+        metrics = None
+        if settings.metrics_port:  # feed health and the recorder's drops
+            try:
+                metrics = MetricsServer(settings.metrics_host, settings.metrics_port)
+                metrics.start()
+            except OSError as exc:
+                err.print(f"flushwatch: no metrics server on port {settings.metrics_port}: {exc}")
+        try:
+            await session.run(stop)
+        finally:
+            if metrics is not None:
+                metrics.close()
+        recorder = session.recorder
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(recorder.counts.items())) or "nothing"
+        print(f"recorded {counts} ({recorder.dropped} dropped) in {len(recorder.files)} files:")
+        for path in recorder.files:
+            print(f"  {path}")
+
+    asyncio.run(main())
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    return stop
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                help="flushwatch record files and/or cryptofeed recordings.")],
+    config: ConfigOption = None,
+    speed: Annotated[float | None, typer.Option(min=1e-6, help="Replay at N times the recorded pace; default: as "
+                                                               "fast as Redis and the detector take it.")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis for the replay's streams (its flushwatch keys are "
+                                                       "cleared first); default: a private redis-server.")] = None,
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker to publish alerts to; default: a private mosquitto.")]
+    = None,
+    no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="Publish nothing over MQTT.")] = False,
+    mqtt_prefix: Annotated[str, typer.Option(help="MQTT topic prefix, kept apart from live topics.")]
+    = "flushwatch-replay/v1",
+    signals_out: Annotated[Path | None, typer.Option(help="Write every stage change and every published payload "
+                                                          "to this file, one JSON object per line.")] = None,
+) -> None:
+    """Feed recordings through the parsers, Redis, detector and alerts, deterministically.
+
+    Frames keep their recorded receive times, so the same recording always gives the same stage changes and
+    payloads, byte for byte. Reads `flushwatch record` files and cryptofeed recordings; what cannot be used is
+    counted and reported, and the replay carries on."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from flushwatch.recordings import ReplayError, count_lines
+    from flushwatch.replay import Replay, ReplayOptions
+    from flushwatch.settings import parse_mqtt_url
+
+    settings = _settings(config)
+    _logging("WARNING")
+    try:
+        target = parse_mqtt_url(mqtt_url) if mqtt_url else None
+        job = Replay(files, settings, ReplayOptions(speed=speed, redis_url=redis_url,
+                                                    mqtt=None if no_mqtt else target, private_mqtt=not no_mqtt,
+                                                    mqtt_prefix=mqtt_prefix, signals_out=signals_out))
+    except (ValueError, ReplayError) as exc:
+        err.print(f"flushwatch: {exc}")
+        raise typer.Exit(2) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[frames]:,} frames {task.fields[events]:,} events "
+                          "{task.fields[changes]:,} stage changes"), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
+        task = bar.add_task("replay", total=count_lines(files) if err.is_terminal else None, frames=0, events=0,
+                            changes=0)
+
+        def show(r: Replay) -> None:
+            bar.update(task, completed=r.recordings.lines, frames=r.report.frames, events=r.report.events,
+                       changes=r.signals.stage_changes)
+
+        async def main() -> None:
+            await job.run(_stop_on_signals(), show)
+
+        try:
+            asyncio.run(main())
+        except ReplayError as exc:
+            err.print(f"flushwatch: {exc}")
+            raise typer.Exit(2) from None
+        show(job)
+    report = job.report
+    rate = report.frames / report.seconds if report.seconds else 0.0
+    print(f"replayed {report.frames:,} frames -> {report.events:,} events in {report.seconds:.1f} s "
+          f"({rate:,.0f} frames/s); {report.stage_changes} stage changes; published "
+          + (", ".join(f"{n} {kind}" for kind, n in sorted(report.published.items())) or "nothing"))
+    for title, counts in (("rejected by the parsers", report.rejects), ("skipped", report.skipped)):
+        if counts:
+            print(f"{title}: " + ", ".join(f"{reason} {n:,}" for reason, n in counts.most_common()))
+    for problem in report.problems[:20]:
+        print(f"problem: {problem}")
+    if len(report.problems) > 20:
+        print(f"... and {len(report.problems) - 20} more problems")
+    if signals_out is not None:
+        print(f"stage changes and payloads written to {signals_out}")
 
 
 @app.command()

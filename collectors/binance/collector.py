@@ -31,7 +31,7 @@ class BinanceCollector:
                            policy, tap=tap)
             for plan in connection_plans(settings)
         ]
-        self.poller = OpenInterestPoller(settings, self.parser, self.sink.accept)
+        self.poller = OpenInterestPoller(settings, self.parser, self.sink.accept, tap=tap)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:

@@ -20,6 +20,7 @@ from typing import Final
 
 import httpx
 
+from collectors.base import FrameTap
 from collectors.binance.parse import VENUE, BinanceParser, ParseResult
 from flushwatch.backoff import Backoff, jittered_exponential
 from flushwatch.settings import BinanceSettings
@@ -72,7 +73,8 @@ class OpenInterestPoller:
     ``emit`` gets the ``ParseResult`` of ``parser.open_interest`` (events and rejects alike: the caller counts
     rejects). ``client`` is for tests and for sharing a connection pool; the poller closes only a client it
     created. ``clock`` gives the receive time in ns. ``pace`` and ``backoff`` (delay before retry number n
-    when the venue gives no ``Retry-After``) are the policies; the defaults follow ``settings``.
+    when the venue gives no ``Retry-After``) are the policies; the defaults follow ``settings``. ``tap`` sees each
+    successful body as an ``http`` frame (``flushwatch record``).
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class OpenInterestPoller:
         clock: Callable[[], int] = time.time_ns,
         pace: Pace = stretch_delay,
         backoff: Backoff | None = None,
+        tap: FrameTap | None = None,
     ) -> None:
         self._settings = settings
+        self._tap = tap
         self._parser = parser
         self._emit = emit
         self._client = client
@@ -139,7 +143,10 @@ class OpenInterestPoller:
             return self._backoff(None)
         REST_REQUESTS.labels(VENUE, "ok").inc()
         self._failures = 0
-        self._emit(self._parser.open_interest(response.content, self._clock()))
+        ts_recv = self._clock()
+        if self._tap is not None:  # recorded with the receive time the parser gets, so a replay parses alike
+            self._tap("http", VENUE, f"{OPEN_INTEREST_PATH}?symbol={symbol}", ts_recv, response.content)
+        self._emit(self._parser.open_interest(response.content, ts_recv))
         return self._pace(self._base_delay_s, self._used_ratio)
 
     def _note_weight(self, headers: httpx.Headers) -> None:
