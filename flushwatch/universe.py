@@ -170,7 +170,8 @@ class Markets:
     def _collector(self, venue: str, chosen: list[Instrument]) -> BinanceCollector | VenueCollector:
         if venue == BINANCE:
             binance = self.settings.binance.model_copy(update={"symbols": [i.symbol for i in chosen]})
-            return BinanceCollector(binance, self._queue, tap=self._tap)
+            intervals = {i.symbol: i.funding_interval_h for i in chosen if i.funding_interval_h > 0}
+            return BinanceCollector(binance, self._queue, tap=self._tap, funding_interval_h=intervals)
         spec = spec_of(venue)
         own = cast(VenueSettings, getattr(self.settings, venue))
         connection = ConnectionSettings(

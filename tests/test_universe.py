@@ -94,3 +94,13 @@ async def test_binance_falls_back_to_asset_names_when_its_metadata_is_unreachabl
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=15)
+
+
+def test_binance_funding_intervals_from_metadata_reach_its_parser() -> None:
+    markets = Markets(load_settings(), EventQueue(10))
+    four_hourly = Instrument("binance", "SOLUSDT", "SOL", "linear", 1.0, 4.0)
+    collector = markets._collector("binance", [four_hourly])
+    frame = (b'{"stream":"solusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1760000000000,"s":"SOLUSDT",'
+             b'"p":"150.0","i":"149.9","P":"150.1","r":"0.0001","T":1760011200000}}')
+    (mark,) = collector.parser.parse(frame, 1).events
+    assert mark.funding_interval_h == 4.0 and mark.funding_8h == pytest.approx(0.0002)  # type: ignore[union-attr]

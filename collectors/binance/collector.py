@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from collectors.base import FeedConnection, FeedPolicy, FrameSink, FrameTap
 from collectors.binance.oi_poller import OpenInterestPoller
@@ -17,8 +18,11 @@ VENUE = "binance"
 
 
 class BinanceCollector:
-    def __init__(self, settings: BinanceSettings, queue: EventQueue, *, tap: FrameTap | None = None) -> None:
-        self.parser = BinanceParser(settings.symbols, max_frame_bytes=settings.max_frame_bytes)
+    def __init__(self, settings: BinanceSettings, queue: EventQueue, *, tap: FrameTap | None = None,
+                 funding_interval_h: Mapping[str, float] | None = None) -> None:
+        """``funding_interval_h``: the contracts whose funding is not every 8 h (from ``fundingInfo``)."""
+        self.parser = BinanceParser(settings.symbols, max_frame_bytes=settings.max_frame_bytes,
+                                    funding_interval_h=funding_interval_h)
         self.sink = FrameSink(VENUE, self.parser.parse, queue, watched=settings.symbols)
         policy = FeedPolicy(
             stale_after_s=settings.stale_after_s,
