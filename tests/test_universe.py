@@ -9,7 +9,9 @@ import pytest
 
 from collectors.instruments import Instrument, parse_universe, pick, rank_assets
 from collectors.queue import EventQueue
+from flushwatch.fake.bybit import BybitProtocol
 from flushwatch.fake.server import FakeBinance
+from flushwatch.fake.venue_server import FakeVenue
 from flushwatch.servers import free_port
 from flushwatch.settings import SettingsError, load_settings
 from flushwatch.universe import Markets, binance_by_name, choose, enabled_venues
@@ -104,3 +106,30 @@ def test_binance_funding_intervals_from_metadata_reach_its_parser() -> None:
              b'"p":"150.0","i":"149.9","P":"150.1","r":"0.0001","T":1760011200000}}')
     (mark,) = collector.parser.parse(frame, 1).events
     assert mark.funding_interval_h == 4.0 and mark.funding_8h == pytest.approx(0.0002)  # type: ignore[union-attr]
+
+
+async def test_top_n_is_re_ranked_on_refresh_and_the_venue_renews_its_connections() -> None:
+    btc = Instrument("bybit", "BTCUSDT", "BTC", "linear", 1.0, 8.0, oi_usd=2e9)
+    eth = Instrument("bybit", "ETHUSDT", "ETH", "linear", 1.0, 8.0, oi_usd=1e9)
+    protocol = BybitProtocol([btc, eth])
+    async with FakeVenue(protocol) as venue:
+        settings = load_settings(universe={"watch": "top:1"}, binance={"enabled": False},
+                                 bybit={"enabled": True, "ws_url": venue.ws_url, "rest_url": venue.rest_url})
+        markets = Markets(settings, EventQueue(1000))
+        stop = asyncio.Event()
+        task = asyncio.create_task(markets.run(stop))
+        try:
+            await until(lambda: "tickers.BTCUSDT" in venue.subscribed(), within=20)
+            first = markets.collector("bybit")
+            # ETH overtakes BTC in open interest; the next refresh (hourly by default) picks it up
+            protocol.instruments = [btc, Instrument("bybit", "ETHUSDT", "ETH", "linear", 1.0, 8.0, oi_usd=3e9)]
+            async with httpx.AsyncClient() as client:
+                assert await markets.refresh(client) is True
+            assert [i.symbol for i in markets.picks["bybit"]] == ["ETHUSDT"]
+            await until(lambda: venue.subscribed() == {f"{kind}.ETHUSDT" for kind in
+                                                       ("tickers", "publicTrade", "allLiquidation")}
+                        | {"orderbook.50.ETHUSDT"}, within=20)
+            assert markets.collector("bybit") is not first
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=15)
