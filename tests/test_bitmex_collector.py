@@ -230,6 +230,8 @@ async def test_a_refused_command_is_counted_as_a_venue_error(venue: FakeVenue) -
 async def test_instruments_from_the_rest_endpoint(venue: FakeVenue) -> None:
     async with httpx.AsyncClient() as client:
         found = await SPEC.fetch_instruments(client, venue.rest_url)
+        refused = await client.post(venue.rest_url + "/api/v1/instrument/active")
+    assert refused.status_code == 405
     assert [(i.symbol, i.asset, i.kind, i.contract_size, i.funding_interval_h) for i in found] == [
         ("XBTUSD", "BTC", "inverse", 1.0, 8.0)]
 
@@ -249,4 +251,4 @@ def test_the_fake_answers_commands_like_bitmex() -> None:
         assert (answer["status"], answer["error"].startswith(error), reply.subscribed) == (400, True, [])
     gone = session.handle('{"op":"unsubscribe","args":["trade:XBTUSD"]}')
     assert (json.loads(gone.replies[0])["unsubscribe"], gone.unsubscribed) == ("trade:XBTUSD", ["trade:XBTUSD"])
-    assert session.tick(0.0) == []
+    assert session.tick(0.0).replies == []

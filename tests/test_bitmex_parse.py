@@ -427,7 +427,7 @@ def test_instruments_from_the_active_endpoint(fx: list[dict[str, Any]]) -> None:
 def test_the_fake_lists_what_it_was_given() -> None:
     given_ = [msgspec.structs.replace(XBTUSD, oi_usd=4e8, volume_usd_24h=1e9),
               msgspec.structs.replace(XBTUSDT, oi_usd=2e8, volume_usd_24h=3e7, funding_interval_h=4.0)]
-    answer = BitmexProtocol(given_, mark_prices={"XBTUSDT": 100_000.0}).rest(INSTRUMENTS_PATH, {})
+    answer = BitmexProtocol(given_, mark_prices={"XBTUSDT": 100_000.0}).rest("GET", INSTRUMENTS_PATH, {}, b"")
     assert answer is not None and answer[0] == 200
     assert [(i.symbol, i.kind, i.contract_size, i.funding_interval_h, round(i.oi_usd), i.volume_usd_24h)
             for i in parse_instruments(answer[1])] == [

@@ -253,3 +253,26 @@ async def test_instruments_are_fetched_page_by_page() -> None:
         assert fake.counts.rest_requests == 4  # three pages of instruments-info, then tickers
         response = await client.get(fake.rest_url + "/v5/market/instruments-info", params={"category": "spot"})
         assert response.json()["retCode"] == 10001
+        assert (await client.post(fake.rest_url + "/v5/market/tickers")).status_code == 405
+        assert (await client.get(fake.rest_url + "/v5/nope")).status_code == 404
+    assert [(r.method, r.path, r.query.get("cursor")) for r in fake.rest_requests[:3]] == [
+        ("GET", "/v5/market/instruments-info", None), ("GET", "/v5/market/instruments-info", "2"),
+        ("GET", "/v5/market/instruments-info", "4")]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"nonsense\r\n\r\n",  # no method, target and version
+    b"GET /v5/market/tickers HTTP/1.1\r\nno colon here\r\n\r\n",
+    b"POST /v5/market/tickers HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+    b"POST /v5/market/tickers HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",  # the body ends early
+    b"POST /v5/market/tickers HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+])
+async def test_the_fakes_rest_listener_answers_a_malformed_request_400(request_bytes: bytes) -> None:
+    async with venue() as fake:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.rest_port)
+        writer.write(request_bytes)
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close\r\n" in answer
+        assert fake.rest_requests == [] and fake.counts.rest_requests == 0

@@ -23,7 +23,7 @@ from collectors.queue import EventQueue
 from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake import deribit as fake
-from flushwatch.fake.venue_server import Connection, FakeVenue
+from flushwatch.fake.venue_server import Connection, FakeReply, FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
 
@@ -136,11 +136,24 @@ def test_an_unanswered_test_request_closes_the_connection() -> None:
     assert json.loads(session.handle(fake.json_request(1, "public/set_heartbeat", {"interval": 10})).replies[0])[
         "result"] == "ok"
     start = session.next_probe
-    assert session.tick(start - 0.5) == []
-    assert session.tick(start) == [fake.TEST_REQUEST]
-    assert session.tick(start + 1.0) == []  # a full interval without public/test
-    assert session.expired and session.protocol.heartbeat_failures == 1
-    assert session.handle(fake.json_request(2, "public/test", {})).close == fake.HEARTBEAT_CLOSE
+    assert session.tick(start - 0.5) == FakeReply()
+    assert session.tick(start) == FakeReply([fake.TEST_REQUEST])
+    assert session.tick(start + 0.5).close is None  # still within the interval
+    assert session.tick(start + 1.0) == FakeReply(close=fake.HEARTBEAT_CLOSE)  # a full interval, no public/test
+    assert session.protocol.heartbeat_failures == 1
+
+
+async def test_a_client_silent_after_test_request_is_closed_with_4000() -> None:
+    async with deribit(heartbeat_interval_s=0.3) as venue, connect(venue.ws_url) as ws:
+        await ws.send(fake.json_request(1, "public/set_heartbeat", {"interval": 10}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["result"] == "ok"
+        assert await asyncio.wait_for(ws.recv(), 5) == fake.TEST_REQUEST  # and no answer goes back
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == fake.HEARTBEAT_CLOSE
+    [conn] = venue.connections
+    assert conn.close_code == 4000 and venue.counts.closed_idle == 0
+    assert cast(fake.DeribitProtocol, venue.protocol).heartbeat_failures == 1
 
 
 async def test_reconnect_resubscribes_and_gets_a_fresh_snapshot() -> None:
@@ -208,7 +221,10 @@ async def test_instruments_come_from_the_rest_endpoints() -> None:
         found = {i.symbol: i for i in await SPEC.fetch_instruments(client, venue.rest_url)}
         assert venue.counts.rest_requests == 3  # instruments, then the BTC and USDC summaries
         refused = await client.get(venue.rest_url + fake.SUMMARY_PATH, params={"currency": "any"})
-    assert refused.status_code == 400
+        posted = await client.post(venue.rest_url + fake.INSTRUMENTS_PATH, params={"currency": "any"})
+    assert refused.status_code == 400 and posted.status_code == 405
+    assert [(r.method, r.path, r.query.get("currency")) for r in venue.rest_requests[:3]] == [
+        ("GET", fake.INSTRUMENTS_PATH, "any"), ("GET", fake.SUMMARY_PATH, "BTC"), ("GET", fake.SUMMARY_PATH, "USDC")]
     assert found == {"BTC-PERPETUAL": BTC, "SOL_USDC-PERPETUAL": SOL}  # USD open interest and volume for ranking
 
 

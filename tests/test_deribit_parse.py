@@ -371,7 +371,7 @@ def test_instruments_from_recorded_get_instruments_answers() -> None:
 
 def test_book_summaries_rank_by_usd_open_interest_and_volume() -> None:
     body = fake.DeribitProtocol([BTC, SOL], marks={"SOL_USDC-PERPETUAL": 150.0}).rest(
-        "/api/v2/public/get_instruments", {"currency": "any", "kind": "future"})
+        "GET", "/api/v2/public/get_instruments", {"currency": "any", "kind": "future"}, b"")
     assert body is not None and body[0] == 200
     summary = {"result": [
         {"instrument_name": "BTC-PERPETUAL", "open_interest": 5e8, "mark_price": 60_000.0, "volume_usd": 2e9},

@@ -9,11 +9,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from collectors.base import Heartbeat
 from collectors.hyperliquid import SPEC
+from collectors.hyperliquid.instruments import INFO_PATH, fetch_instruments
 from collectors.hyperliquid.parse import HyperliquidParser
 from collectors.hyperliquid.spec import ping, subscribe_messages, topics
 from collectors.instruments import Instrument
@@ -182,6 +184,26 @@ async def test_a_stalled_feed_is_replaced(venue: FakeVenue) -> None:
             await until(lambda: run.has(Depth, before + 2), within=5)  # the replacement carries the feed
         finally:
             pusher.cancel()
+
+
+async def test_instruments_come_from_the_info_endpoint() -> None:
+    listed = [Instrument("hyperliquid", "BTC", "BTC", "linear", 1.0, 1.0, oi_usd=2.9e9, volume_usd_24h=2.6e9),
+              Instrument("hyperliquid", "ETH", "ETH", "linear", 1.0, 1.0, active=False, oi_usd=5e8,
+                         volume_usd_24h=1e8)]
+    async with FakeVenue(HyperliquidProtocol(listed)) as venue, httpx.AsyncClient() as client:
+        await venue.publish([ctx("BTC", mark="100000.0")])  # the info answer values BTC at its last mark
+        found = await fetch_instruments(client, venue.rest_url + "/")
+        [request] = venue.rest_requests
+        assert (request.method, request.path) == ("POST", INFO_PATH)
+        assert json.loads(request.body) == {"type": "metaAndAssetCtxs"}
+        url = venue.rest_url + INFO_PATH
+        assert (await client.get(url)).status_code == 405
+        assert (await client.post(url, json={"type": "noSuchThing"})).status_code == 422
+        assert (await client.post(url, content=b"not json")).status_code == 400
+    assert [(i.symbol, i.active, i.funding_interval_h) for i in found] == [("BTC", True, 1.0), ("ETH", False, 1.0)]
+    btc, eth = found
+    assert btc.oi_usd == pytest.approx(2.9e9) and btc.volume_usd_24h == pytest.approx(2.6e9)
+    assert eth.oi_usd == pytest.approx(5e8) and eth.volume_usd_24h == pytest.approx(1e8)
 
 
 async def test_the_fake_refuses_bad_requests_in_the_venues_words(venue: FakeVenue) -> None:

@@ -7,7 +7,6 @@ import json
 import math
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 from conftest import tardis_messages
@@ -16,7 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from collectors.hyperliquid import SPEC
-from collectors.hyperliquid.instruments import fetch_instruments, parse_instruments
+from collectors.hyperliquid.instruments import parse_instruments
 from collectors.hyperliquid.parse import HyperliquidParser
 from collectors.hyperliquid.spec import MAX_TOPICS_PER_CONNECTION, subscribe_messages, topics
 from collectors.instruments import Instrument
@@ -344,32 +343,11 @@ def test_instruments_from_the_fakes_info_answer() -> None:
     listed = [inst("BTC", oi_usd=2.9e9, volume_usd_24h=2.6e9), inst("ETH", active=False)]
     protocol = HyperliquidProtocol(listed)
     protocol.observe(ctx_frame("BTC", funding="0.00001", open_interest="1", mark="100000.0", oracle="100000.0"))
-    answer = protocol.rest("/info", {})
+    answer = protocol.rest("POST", "/info", {}, b'{"type":"metaAndAssetCtxs"}')
     assert answer is not None and answer[0] == 200
     btc, eth = parse_instruments(answer[1])
     assert btc.oi_usd == pytest.approx(2.9e9) and btc.volume_usd_24h == pytest.approx(2.6e9)
     assert not eth.active
-
-
-async def test_fetch_instruments_posts_the_info_request() -> None:
-    """The request as the venue wants it, answered by the fake's info endpoint. In-process: ``FakeVenue``'s
-    HTTP side refuses any request with a body (websockets' handshake parser), and ``/info`` needs one."""
-    protocol = HyperliquidProtocol([inst("BTC", oi_usd=1e9), inst("ETH", oi_usd=5e8)])
-    requests: list[httpx.Request] = []
-
-    def info(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        answer = protocol.rest(request.url.path, dict(request.url.params))
-        assert answer is not None
-        return httpx.Response(answer[0], content=answer[1], headers={"Content-Type": "application/json"})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(info)) as client:
-        listed = await fetch_instruments(client, "https://api.hyperliquid.xyz/")
-    [request] = requests
-    assert (request.method, str(request.url)) == ("POST", "https://api.hyperliquid.xyz/info")
-    assert json.loads(request.content) == {"type": "metaAndAssetCtxs"}
-    assert request.headers["Content-Type"] == "application/json"
-    assert [(i.symbol, i.oi_usd) for i in listed] == [("BTC", pytest.approx(1e9)), ("ETH", pytest.approx(5e8))]
 
 
 # ------------------------------------------------------------------------------------------- fuzzing

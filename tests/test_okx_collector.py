@@ -240,3 +240,5 @@ async def test_instrument_metadata_over_rest() -> None:
             assert got.oi_usd == pytest.approx(inst.oi_usd) and got.volume_usd_24h == pytest.approx(inst.volume_usd_24h)
         missing = await client.get(fake.rest_url + "/api/v5/public/instruments")
         assert missing.status_code == 400 and missing.json()["code"] == "50014"
+        posted = await client.post(fake.rest_url + "/api/v5/public/instruments", params={"instType": "SWAP"})
+        assert posted.status_code == 405

@@ -36,7 +36,7 @@ import msgspec
 
 from collectors.bitmex.instruments import INSTRUMENTS_PATH, OPEN
 from collectors.instruments import Instrument
-from flushwatch.fake.venue_server import FakeReply
+from flushwatch.fake.venue_server import METHOD_NOT_ALLOWED, FakeReply
 
 WS_PATH: Final = "/realtime"
 WELCOME: Final = ('{"info":"Welcome to the BitMEX Realtime API.","version":"2.0.0","timestamp":'
@@ -114,8 +114,8 @@ class BitmexSession:
         self.topics.update(wanted)
         return FakeReply([*first, *acks], subscribed=wanted)
 
-    def tick(self, now: float) -> list[str]:
-        return self._welcome()  # BitMEX greets on connect, before any command
+    def tick(self, now: float) -> FakeReply:
+        return FakeReply(self._welcome())  # BitMEX greets on connect, before any command
 
 
 class BitmexProtocol:
@@ -187,9 +187,11 @@ class BitmexProtocol:
         return [_text({"table": table, "action": "partial", "keys": KEYS[table], "filter": {"symbol": symbol},
                        "data": data})]
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
         if path != INSTRUMENTS_PATH:
             return None
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         return 200, _encode([self._instrument_row(i) for i in self.instruments])
 
     def _instrument_row(self, inst: Instrument) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from collectors.bybit.spec import (
     args_chars,
 )
 from collectors.instruments import Instrument
-from flushwatch.fake.venue_server import FakeReply
+from flushwatch.fake.venue_server import METHOD_NOT_ALLOWED, FakeReply
 
 WS_PATH: Final = "/v5/public/linear"
 IDLE_TIMEOUT_S: Final = 600.0
@@ -146,8 +146,8 @@ class BybitSession:
         self.topics.update(wanted)
         return FakeReply([self._answer(True, "", req_id, op)], subscribed=wanted)
 
-    def tick(self, now: float) -> list[str]:
-        return []  # Bybit initiates nothing: keeping alive is the client's job
+    def tick(self, now: float) -> FakeReply:
+        return FakeReply()  # Bybit initiates nothing: keeping alive is the client's job
 
 
 class BybitProtocol:
@@ -228,9 +228,11 @@ class BybitProtocol:
 
     # --- REST ---------------------------------------------------------------------------------------
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
         if path not in (INSTRUMENTS_PATH, TICKERS_PATH):
             return None
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         if query.get("category") != "linear":
             return 200, _encode({"retCode": 10001, "retMsg": "params error: category is invalid", "result": {},
                                  "retExtInfo": {}, "time": 0})

@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgspec
 
 from collectors.instruments import Instrument
-from flushwatch.fake.venue_server import FakeReply
+from flushwatch.fake.venue_server import METHOD_NOT_ALLOWED, FakeReply
 
 WS_PATH: Final = "/ws/api/v2"
 INSTRUMENTS_PATH: Final = "/api/v2/public/get_instruments"
@@ -123,11 +123,8 @@ class DeribitSession:
         """When the unanswered ``test_request`` went out, else None."""
         self.test_requests = 0
         self.tests_answered = 0
-        self.expired = False
 
     def handle(self, message: str | bytes) -> FakeReply:
-        if self.expired:
-            return FakeReply(close=HEARTBEAT_CLOSE)
         try:
             request = msgspec.json.decode(message)
         except msgspec.DecodeError:
@@ -176,23 +173,20 @@ class DeribitSession:
         self.next_probe = time.monotonic() + self.interval_s
         return FakeReply([answer(request_id, "ok")])
 
-    def tick(self, now: float) -> list[str]:
+    def tick(self, now: float) -> FakeReply:
         interval = self.interval_s
-        if interval is None or self.expired:
-            return []
+        if interval is None:
+            return FakeReply()
         if self.probe_sent is not None and now - self.probe_sent >= interval:
-            # FakeSession.tick cannot close the socket: stop serving and close on the client's next message
-            # (a client that stays silent is cut by the idle timeout).
-            self.expired = True
             self.protocol.heartbeat_failures += 1
-            return []
+            return FakeReply(close=HEARTBEAT_CLOSE)  # at once, whatever the client does next, as Deribit does
         if now < self.next_probe:
-            return []
+            return FakeReply()
         self.next_probe = now + interval
         if self.probe_sent is None:
             self.probe_sent = now
         self.test_requests += 1
-        return [TEST_REQUEST]
+        return FakeReply([TEST_REQUEST])
 
 
 def _instrument_info(inst: Instrument) -> dict[str, Any]:
@@ -264,7 +258,11 @@ class DeribitProtocol:
         state = self.books.get(topic)
         return [state.snapshot(topic)] if state is not None else []
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
+        if path not in (INSTRUMENTS_PATH, SUMMARY_PATH):
+            return None
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         currency = query.get("currency", "any")
         if path == INSTRUMENTS_PATH:
             if currency != "any" and currency not in _CURRENCIES:
@@ -272,12 +270,10 @@ class DeribitProtocol:
             rows = [_instrument_info(i) for i in self.instruments.values()
                     if currency in ("any", _settlement(i)) and query.get("kind", "future") == "future"]
             return 200, answer(None, rows).encode()
-        if path == SUMMARY_PATH:
-            if currency not in _CURRENCIES:  # "any" included: the real venue refuses it here
-                return self._invalid("invalid currency", "currency")
-            rows = [self._summary(i) for i in self.instruments.values() if _settlement(i) == currency]
-            return 200, answer(None, rows).encode()
-        return None
+        if currency not in _CURRENCIES:  # the summaries; "any" included: the real venue refuses it here
+            return self._invalid("invalid currency", "currency")
+        rows = [self._summary(i) for i in self.instruments.values() if _settlement(i) == currency]
+        return 200, answer(None, rows).encode()
 
     @staticmethod
     def _invalid(reason: str, param: str) -> tuple[int, bytes]:

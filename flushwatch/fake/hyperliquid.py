@@ -18,6 +18,11 @@ Written from the venue's documentation, client libraries that quote its answers,
 Limits: 1000 subscriptions and 2000 client messages a minute (per IP on the venue; per connection here),
 answered with the venue's sentences; a client silent for 60 s is cut off. Subscribing sends what is known
 of the topic: the last ``l2Book`` and ``activeAssetCtx`` pushed, and a replay of the coin's latest trades.
+
+``POST /info`` serves ``{"type":"metaAndAssetCtxs"}``. Other bodies get the venue's (axum's) rejections: text
+that is not JSON 400 "Failed to parse the request body as JSON", JSON that is no request it knows 422 "Failed to
+deserialize the JSON body into the target type" (the live venue and the ``@nktkas/hyperliquid`` API pages);
+other real info types are 422 here too, as the fake does not serve them.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from typing import Any, Final
 
 import msgspec
 
-from collectors.hyperliquid.instruments import INFO_PATH
+from collectors.hyperliquid.instruments import INFO_PATH, META_AND_ASSET_CTXS
 from collectors.hyperliquid.schemas import ACTIVE_ASSET_CTX, L2_BOOK, TRADES, topic
 from collectors.instruments import Instrument
-from flushwatch.fake.venue_server import FakeReply
+from flushwatch.fake.venue_server import METHOD_NOT_ALLOWED, FakeReply
 
 IDLE_TIMEOUT_S: Final = 60.0
 MAX_SUBSCRIPTIONS: Final = 1000
@@ -102,8 +107,8 @@ class HyperliquidSession:
         self.subscriptions[name] = None
         return FakeReply([_ack(method, sub)], subscribed=[name])
 
-    def tick(self, now: float) -> list[str]:
-        return []  # the venue initiates nothing; the client pings
+    def tick(self, now: float) -> FakeReply:
+        return FakeReply()  # the venue initiates nothing; the client pings
 
 
 class _Push(msgspec.Struct):
@@ -188,10 +193,20 @@ class HyperliquidProtocol:
         latest = self._latest.get(topic_name)
         return [latest] if latest is not None else []
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
-        """``POST /info`` answers ``metaAndAssetCtxs`` whatever the body says: the server hook sees no body."""
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
         if path != INFO_PATH:
             return None
+        if method != "POST":
+            return METHOD_NOT_ALLOWED
+        try:
+            request = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            return 400, f"Failed to parse the request body as JSON: {exc}".encode()
+        if not isinstance(request, dict) or request.get("type") != META_AND_ASSET_CTXS["type"]:
+            return 422, b"Failed to deserialize the JSON body into the target type"
+        return 200, self._meta_and_asset_ctxs()
+
+    def _meta_and_asset_ctxs(self) -> bytes:
         universe: list[dict[str, Any]] = []
         ctxs: list[dict[str, Any]] = []
         for inst in self.instruments:
@@ -208,7 +223,7 @@ class HyperliquidProtocol:
                 "premium": "0.0", "oraclePx": mark, "markPx": mark, "midPx": mark, "impactPxs": [mark, mark],
                 "dayBaseVlm": repr(inst.volume_usd_24h / px),
             })
-        return 200, _encode([{"universe": universe, "marginTables": []}, ctxs])
+        return _encode([{"universe": universe, "marginTables": []}, ctxs])
 
 
 # --- frames for tests and the benchmark ------------------------------------------------------------------

@@ -30,7 +30,7 @@ import msgspec
 
 from collectors.instruments import Instrument
 from collectors.okx.instruments import INSTRUMENTS_PATH, OPEN_INTEREST_PATH, TICKERS_PATH, underlying
-from flushwatch.fake.venue_server import FakeReply
+from flushwatch.fake.venue_server import METHOD_NOT_ALLOWED, FakeReply
 
 WS_PATH: Final = "/ws/v5/public"
 IDLE_TIMEOUT_S: Final = 30.0
@@ -102,8 +102,8 @@ class OkxSession:
             (reply.subscribed if op == "subscribe" else reply.unsubscribed).append(name)
         return reply
 
-    def tick(self, now: float) -> list[str]:
-        return []
+    def tick(self, now: float) -> FakeReply:
+        return FakeReply()  # OKX initiates nothing: the client pings
 
     def _error(self, code: str, msg: str, rid: object = None) -> str:
         head: dict[str, Any] = {"id": rid} if rid is not None else {}
@@ -170,9 +170,11 @@ class FakeOkx:
         frame = self.latest.get(topic)
         return [frame] if frame is not None else []
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
         if path not in (INSTRUMENTS_PATH, OPEN_INTEREST_PATH, TICKERS_PATH):
             return None
+        if method != "GET":
+            return METHOD_NOT_ALLOWED
         inst_type = query.get("instType", "")
         if not inst_type:
             return 400, _encode({"code": "50014", "msg": "Parameter instType can not be empty.", "data": []})

@@ -6,6 +6,9 @@ new subscriber gets first (built from the frames seen so far, so a client that r
 a fresh snapshot and then deltas, as on the real venue), which heartbeats it expects, and what its REST
 endpoints return.
 
+REST has its own small HTTP/1.1 listener (``rest_url``), not the websocket port: websockets' handshake parser
+refuses any request with a body, and Hyperliquid's ``POST /info`` needs one.
+
 Frames come from ``publish`` or an attached source (``VenueRecording``: cryptofeed recordings or tardis
 fixture lines). Frames whose topic nobody subscribed to are counted, not queued. Misbehaviour on request:
 ``drop_connections`` (a close code or an abrupt 1006) and ``stall``; a client that stays silent past the
@@ -56,8 +59,9 @@ class FakeSession(Protocol):
 
     def handle(self, message: str | bytes) -> FakeReply: ...
 
-    def tick(self, now: float) -> list[str]:
-        """Server-initiated messages due at ``now`` (monotonic s), e.g. Deribit's ``test_request``."""
+    def tick(self, now: float) -> FakeReply:
+        """What the venue does unprompted at ``now`` (monotonic s): ``replies`` are sent (Deribit's
+        ``test_request``), ``close`` closes the connection (Deribit's unanswered heartbeat); the rest is ignored."""
         ...
 
 
@@ -79,9 +83,54 @@ class FakeProtocol(Protocol):
         """Frames a new subscriber of ``topic`` gets before live ones (``[]`` when nothing is known yet)."""
         ...
 
-    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+    def rest(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
         """A REST answer ``(status, JSON body)``, or ``None`` for an unknown path (404)."""
         ...
+
+
+METHOD_NOT_ALLOWED: Final = (405, b'{"error":"method not allowed"}')
+"""What a protocol answers a known path asked with the wrong method."""
+_BAD_REQUEST: Final = (400, b'{"error":"bad request"}')
+_MAX_HEADERS: Final = 100
+_MAX_BODY: Final = 1 << 20
+_READ_TIMEOUT_S: Final = 10.0
+"""A client that stops mid-request is answered 400 rather than holding the handler forever."""
+
+
+@dataclass(frozen=True)
+class RestRequest:
+    """A REST request the venue received, kept so a test can check what a client sent."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: bytes
+
+
+class _Malformed(Exception):
+    pass
+
+
+async def _read_request(reader: asyncio.StreamReader) -> RestRequest:
+    """One HTTP/1.1 request: the request line, headers, and a ``Content-Length`` body (no chunked bodies:
+    no client the collectors use sends one)."""
+    parts = (await reader.readline()).decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _Malformed("request line")
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n"):
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon or not name.strip() or len(headers) >= _MAX_HEADERS:
+            raise _Malformed("header")  # also an empty line: the connection closed mid-headers
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise _Malformed("transfer-encoding")
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > _MAX_BODY:
+        raise _Malformed("content-length")
+    body = await reader.readexactly(int(length))
+    target = urlsplit(parts[1])
+    return RestRequest(parts[0], target.path, dict(parse_qsl(target.query)), body)
 
 
 class FrameSource(Protocol):
@@ -115,6 +164,7 @@ class Counts:
     connections: int = 0
     client_messages: int = 0
     rest_requests: int = 0
+    """Well-formed REST requests (``FakeVenue.rest_requests`` holds them)."""
     frames_published: int = 0
     frames_sent: int = 0
     unrouted: Counter[str] = field(default_factory=Counter)
@@ -128,9 +178,11 @@ class FakeVenue:
         self.protocol = protocol
         self.counts = Counts()
         self.connections: list[Connection] = []
+        self.rest_requests: list[RestRequest] = []
         self._host, self._port = host, port
         self._tick_s = tick_s
         self._server: Server | None = None
+        self._rest: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stalled_until = 0.0
         self._ids = 0
@@ -138,12 +190,17 @@ class FakeVenue:
     async def start(self) -> None:
         self._server = await serve(self._handle, self._host, self._port, process_request=self._process_request,
                                    ping_interval=None, compression=None, max_size=None)
+        self._rest = await asyncio.start_server(self._serve_rest, self._host, 0)
 
     async def stop(self) -> None:
+        if self._rest is not None:
+            self._rest.close()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._rest is not None:
+            await self._rest.wait_closed()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -166,8 +223,13 @@ class FakeVenue:
         return f"ws://{self._host}:{self.port}{self.protocol.ws_path}"
 
     @property
+    def rest_port(self) -> int:
+        assert self._rest is not None, "not started"
+        return int(self._rest.sockets[0].getsockname()[1])
+
+    @property
     def rest_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return f"http://{self._host}:{self.rest_port}"
 
     @property
     def open_connections(self) -> list[Connection]:
@@ -222,14 +284,41 @@ class FakeVenue:
         return len(conns)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path == self.protocol.ws_path and "upgrade" in request.headers.get("Connection", "").lower():
+        """Only the protocol's websocket path upgrades: a client configured with a wrong path fails, as on the
+        venue."""
+        if urlsplit(request.path).path == self.protocol.ws_path:
             return None
-        self.counts.rest_requests += 1
-        answer = self.protocol.rest(parts.path, dict(parse_qsl(parts.query)))
-        status, body = answer if answer is not None else (404, b'{"error":"not found"}')
+        body = b'{"error":"not found"}'
         headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+        return Response(404, "Not Found", headers, body)
+
+    async def _serve_rest(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection (``Connection: close``), answered by the protocol."""
+        task = asyncio.current_task()
+        if task is not None:  # so stop() cancels a request still being read
+            self._tasks.add(task)
+        try:
+            try:
+                request = await asyncio.wait_for(_read_request(reader), _READ_TIMEOUT_S)
+            except (_Malformed, ValueError, asyncio.IncompleteReadError, TimeoutError):
+                status, body = _BAD_REQUEST  # ValueError: a line over the reader's limit
+            else:
+                self.rest_requests.append(request)
+                self.counts.rest_requests += 1
+                answer = self.protocol.rest(request.method, request.path, request.query, request.body)
+                status, body = answer if answer is not None else (404, b'{"error":"not found"}')
+            head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode("latin-1") + body)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the client went away; nothing to answer
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     async def _handle(self, ws: ServerConnection) -> None:
         self._ids += 1
@@ -267,7 +356,7 @@ class FakeVenue:
             conn.closed.set()
 
     async def _tick(self, conn: Connection) -> None:
-        """Server-initiated messages, and the venue's cut-off for a silent client."""
+        """Server-initiated messages and closes, and the venue's cut-off for a silent client."""
         idle = self.protocol.client_idle_timeout_s
         with contextlib.suppress(ConnectionClosed):
             while True:
@@ -277,8 +366,12 @@ class FakeVenue:
                     self.counts.closed_idle += 1
                     await conn.ws.close(1000, "idle: no message from the client")
                     return
-                for frame in conn.session.tick(now):
+                reply = conn.session.tick(now)
+                for frame in reply.replies:
                     await conn.send(frame)
+                if reply.close is not None:
+                    await conn.ws.close(*reply.close)
+                    return
 
 
 _FAST_BATCH: Final = 200
