@@ -84,6 +84,15 @@ async def test_two_venues_make_one_btc_market_with_per_venue_detail(
                 t0 = time.time_ns() // 1_000_000 - 10_000
                 await by.publish(bybit_frames(t0))
                 await de.publish(deribit_frames(t0))
+                # The detector evaluates on the event-time grid when a later event crosses it: one more trade,
+                # past the frames of both venues, so a snapshot is taken after all of them.
+                assert daemon.markets is not None
+                deribit_feed = daemon.markets.collector("deribit")
+                assert deribit_feed is not None
+                await until(lambda: deribit_feed.sink.events >= 12, within=10)  # all of Deribit's, queued first
+                await by.publish([bybit("publicTrade.BTCUSDT", "snapshot", t0 + 12_000, [
+                    {"T": t0 + 12_000, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "100", "L": "PlusTick",
+                     "i": "00000000-0000-0000-0000-999999999999", "BT": False}])])
 
                 def both_venues() -> dict[str, Any] | None:
                     for state in reversed(sub.on("BTC/state")):
