@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections import defaultdict
 from typing import Any
 
 import pytest
 import zstandard
 from conftest import shared_data, tardis_messages
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
+from fuzzing import ANY_BYTES, ANY_TEXT, FUZZ, SUSPECTS, check_result, frame, json_values, mangle
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collectors.binance.parse import BinanceParser, ParseResult
@@ -24,17 +23,12 @@ from collectors.binance.spec import (
     connection_plans,
     subscribe_messages,
 )
-from collectors.rejects import REASONS
 from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.settings import BinanceSettings
 
 NS = 1_000_000  # ns per ms
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
 
 
 def by_stream(messages: list[dict[str, Any]], stream: str) -> list[dict[str, Any]]:
@@ -525,47 +519,25 @@ def test_recorded_session_replayed_twice_is_all_duplicates() -> None:
 # ------------------------------------------------------------------------------------------- fuzzing
 
 
-def check_result(result: ParseResult) -> None:
-    """Every input is accounted for, and whatever comes out is sane."""
-    assert isinstance(result, ParseResult)
+def check(result: ParseResult) -> None:
+    """Sane, and every input is accounted for: an event, a reject or an ack."""
+    check_result(result)
     assert len(result.events) + len(result.rejects) + len(result.acks) >= 1
-    assert all(r.reason in REASONS for r in result.rejects)
-    for event in result.events:
-        assert 0 < event.ts_event < 2**63
-        for name in ("price", "size", "mark_price"):
-            value = getattr(event, name, 1.0)
-            assert 0 < value < math.inf
-        if isinstance(event, FundingMark):
-            assert math.isfinite(event.funding_rate) and math.isfinite(event.funding_annual)
-        if isinstance(event, Depth):
-            assert all(math.isfinite(v) for v in (*event.bid_usd, *event.ask_usd, event.mid))
-
-
-FUZZ = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
-@given(st.binary(max_size=512))
+@given(ANY_BYTES)
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
-    check_result(BinanceParser(["BTCUSDT"]).parse(data, 1))
+    check(BinanceParser(["BTCUSDT"]).parse(data, 1))
 
 
 @FUZZ
-@given(st.text(st.characters(exclude_categories=()), max_size=512))  # surrogates included
+@given(ANY_TEXT)
 def test_fuzz_arbitrary_text(data: str) -> None:
-    check_result(BinanceParser(["BTCUSDT"]).parse(data, 1))
+    check(BinanceParser(["BTCUSDT"]).parse(data, 1))
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["0", "-1", "NaN", "inf", "1e400", "", "BUY", "SELL", "aggTrade", "BTCUSDT"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-    max_leaves=8,
-)
+VALUES = json_values([*SUSPECTS, "BUY", "SELL", "aggTrade", "BTCUSDT"])
 
 
 def real_frames() -> list[dict[str, Any]]:
@@ -578,31 +550,8 @@ def real_frames() -> list[dict[str, Any]]:
     return [*messages, depth, liquidations, {"result": None, "id": 1}]
 
 
-def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found += paths(value, (*prefix, i))
-    return found
-
-
 @FUZZ
 @given(st.data())
 def test_fuzz_mangled_real_frames(data: st.DataObject) -> None:
-    message = copy.deepcopy(data.draw(st.sampled_from(real_frames())))
-    path = data.draw(st.sampled_from(paths(message)))
-    parent = message
-    for key in path[:-1]:
-        parent = parent[key]
-    action = data.draw(st.sampled_from(["replace", "delete", "truncate"]))
-    if action == "replace":
-        parent[path[-1]] = data.draw(json_values)
-    elif action == "delete":
-        del parent[path[-1]]
-    encoded = frame(message)
-    if action == "truncate":
-        encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
-    check_result(BinanceParser(["BTCUSDT", "ETHUSDT"]).parse(encoded, 1))
+    encoded = mangle(data, data.draw(st.sampled_from(real_frames())), VALUES)
+    check(BinanceParser(["BTCUSDT", "ETHUSDT"]).parse(encoded, 1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import shared_data, tardis_messages
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
+from fuzzing import ANY_BYTES, ANY_TEXT, FUZZ, SUSPECTS, check_result, frame, json_values, mangle
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collectors.bybit import SPEC
@@ -30,7 +29,6 @@ from collectors.bybit.spec import (
 )
 from collectors.instruments import Instrument
 from collectors.parsing import ParseResult
-from collectors.rejects import REASONS
 from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake.venue_server import record_lines, recorded_frames
 
@@ -48,10 +46,6 @@ INSTRUMENTS = [inst("BTCUSDT", "BTC"), inst("ETHUSDT", "ETH"), inst("SOLUSDT", "
 
 def parser(instruments: list[Instrument] = INSTRUMENTS, **kwargs: Any) -> BybitParser:
     return BybitParser(instruments, **kwargs)
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
 
 
 def only_event(result: ParseResult) -> Any:
@@ -603,44 +597,19 @@ def test_instrument_bodies_of_the_wrong_shape() -> None:
 # --------------------------------------------------------------------------------------------- fuzzing
 
 
-def check_result(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert all(r.reason in REASONS for r in result.rejects)
-    for event in result.events:
-        assert 0 < event.ts_event < 2**63
-        for name in ("price", "size", "mark_price", "index_price", "mid"):
-            value = getattr(event, name, 1.0)
-            assert 0 < value < math.inf
-        if isinstance(event, FundingMark):
-            assert math.isfinite(event.funding_8h) and math.isfinite(event.funding_annual)
-        if isinstance(event, OpenInterest):
-            assert 0 <= event.oi_base < math.inf and 0 <= event.oi_usd < math.inf
-        if isinstance(event, Depth):
-            assert all(math.isfinite(v) for v in (*event.bid_usd, *event.ask_usd, event.spread_bps))
-
-
-FUZZ = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
 @FUZZ
-@given(st.binary(max_size=512))
+@given(ANY_BYTES)
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
-    check_result(parser().parse(data, 1))
+    check_result(parser().parse(data, 1), positive=["index_price"])
 
 
 @FUZZ
-@given(st.text(st.characters(exclude_categories=()), max_size=512))  # surrogates included
+@given(ANY_TEXT)
 def test_fuzz_arbitrary_text(data: str) -> None:
-    check_result(parser().parse(data, 1))
+    check_result(parser().parse(data, 1), positive=["index_price"])
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["0", "-1", "NaN", "inf", "1e400", "", "Buy", "Sell", "snapshot", "delta", "BTCUSDT"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-    max_leaves=8,
-)
+VALUES = json_values([*SUSPECTS, "Buy", "Sell", "snapshot", "delta", "BTCUSDT"])
 
 
 def real_frames() -> list[dict[str, Any]]:
@@ -667,34 +636,13 @@ def primed() -> BybitParser:
     return p
 
 
-def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found += paths(value, (*prefix, i))
-    return found
+def nested(value: Any) -> Any:
+    return {"junk": [value, {"deeper": [None, [1.5e308]]}]}
 
 
 @FUZZ
 @given(st.data())
 def test_fuzz_mangled_real_frames(data: st.DataObject) -> None:
     p = primed()
-    message = copy.deepcopy(data.draw(st.sampled_from(REAL_FRAMES)))
-    path = data.draw(st.sampled_from(paths(message)))
-    parent = message
-    for key in path[:-1]:
-        parent = parent[key]
-    action = data.draw(st.sampled_from(["replace", "delete", "truncate", "nest"]))
-    if action == "replace":
-        parent[path[-1]] = data.draw(json_values)
-    elif action == "delete":
-        del parent[path[-1]]
-    elif action == "nest":
-        parent[path[-1]] = {"junk": [parent[path[-1]], {"deeper": [None, [1.5e308]]}]}
-    encoded = frame(message)
-    if action == "truncate":
-        encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
-    check_result(p.parse(encoded, 1))
+    encoded = mangle(data, data.draw(st.sampled_from(REAL_FRAMES)), VALUES, nest=nested)
+    check_result(p.parse(encoded, 1), positive=["index_price"])

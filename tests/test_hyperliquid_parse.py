@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from typing import Any
 
 import msgspec
 import pytest
 from conftest import tardis_messages
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
+from fuzzing import ANY_BYTES, ANY_TEXT, FUZZ, SUSPECTS, check_result, frame, json_values, mangle
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collectors.hyperliquid import SPEC
@@ -20,7 +19,6 @@ from collectors.hyperliquid.parse import HyperliquidParser
 from collectors.hyperliquid.spec import MAX_TOPICS_PER_CONNECTION, subscribe_messages, topics
 from collectors.instruments import Instrument
 from collectors.parsing import ParseResult
-from collectors.rejects import REASONS
 from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake.hyperliquid import HyperliquidProtocol, book_frame, ctx_frame, trade_frame
 
@@ -34,10 +32,6 @@ def inst(coin: str, **kw: Any) -> Instrument:
 
 def parser(*coins: str) -> HyperliquidParser:
     return HyperliquidParser([inst(c) for c in coins or COINS])
-
-
-def frame(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
 
 
 def only_event(result: ParseResult) -> Any:
@@ -353,50 +347,26 @@ def test_instruments_from_the_fakes_info_answer() -> None:
 # ------------------------------------------------------------------------------------------- fuzzing
 
 
-def check_result(result: ParseResult) -> None:
-    """Whatever comes out is sane (a frame may carry nothing: a pong, an empty replay)."""
-    assert isinstance(result, ParseResult)
-    assert all(r.reason in REASONS for r in result.rejects)
-    for event in result.events:
-        assert 0 < event.ts_event < 2**63
-        for name in ("price", "size", "mark_price", "index_price"):
-            value = getattr(event, name, 1.0)
-            assert 0 < value < math.inf
-        if isinstance(event, FundingMark):
-            assert math.isfinite(event.funding_rate) and math.isfinite(event.funding_annual)
-        if isinstance(event, OpenInterest):
-            assert 0 <= event.oi_base < math.inf and 0 <= event.oi_usd < math.inf
-        if isinstance(event, Depth):
-            assert all(math.isfinite(v) for v in (*event.bid_usd, *event.ask_usd, event.mid))
-
-
-FUZZ = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def check(result: ParseResult) -> None:
+    """Sane (a frame may carry nothing: a pong, an empty replay)."""
+    check_result(result, positive=["index_price"])
 
 
 @FUZZ
-@given(st.binary(max_size=512))
+@given(ANY_BYTES)
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     result = parser().parse(data, 1)
-    check_result(result)
+    check(result)
     assert result.rejects  # random bytes are never a valid frame worth keeping
 
 
 @FUZZ
-@given(st.text(st.characters(exclude_categories=()), max_size=512))  # surrogates included
+@given(ANY_TEXT)
 def test_fuzz_arbitrary_text(data: str) -> None:
-    check_result(parser().parse(data, 1))
+    check(parser().parse(data, 1))
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["0", "-1", "NaN", "inf", "1e400", "", "A", "B", "BTC", "trades", "l2Book", "error"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-    max_leaves=8,
-)
+VALUES = json_values([*SUSPECTS, "A", "B", "BTC", "trades", "l2Book", "error"])
 
 
 def real_frames() -> list[dict[str, Any]]:
@@ -405,33 +375,10 @@ def real_frames() -> list[dict[str, Any]]:
     return [*tardis_messages("hyperliquid.ndjson"), ack, {"channel": "error", "data": "Invalid subscription"}]
 
 
-def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found += paths(value, (*prefix, i))
-    return found
-
-
 @FUZZ
 @given(st.data())
 def test_fuzz_mangled_real_frames(data: st.DataObject) -> None:
-    message = copy.deepcopy(data.draw(st.sampled_from(real_frames())))
-    path = data.draw(st.sampled_from(paths(message)))
-    parent = message
-    for key in path[:-1]:
-        parent = parent[key]
-    action = data.draw(st.sampled_from(["replace", "delete", "truncate"]))
-    if action == "replace":
-        parent[path[-1]] = data.draw(json_values)
-    elif action == "delete":
-        del parent[path[-1]]
-    encoded = frame(message)
-    if action == "truncate":
-        encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
+    encoded = mangle(data, data.draw(st.sampled_from(real_frames())), VALUES)
     p = parser()
     clocked(p)  # so a mangled asset context is emitted (and checked) rather than held
-    check_result(p.parse(encoded, 1))
+    check(p.parse(encoded, 1))
