@@ -18,13 +18,13 @@ from collectors.base import Heartbeat
 from collectors.bitmex import SPEC
 from collectors.bitmex.spec import ping, topics
 from collectors.instruments import Instrument
-from collectors.queue import EventQueue
-from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
+from collectors.venue import VenueSpec
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake.bitmex import WELCOME, BitmexProtocol, iso_ms
 from flushwatch.fake.venue_server import FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
+from tests.harness import RunningCollector, fast_settings
 
 XBTUSD = Instrument("bitmex", "XBTUSD", "BTC", "inverse", 1.0, 8.0)
 T0 = 1_786_310_817_000
@@ -81,30 +81,12 @@ def rejected(reason: str) -> float:
     return value
 
 
-class Running:
+class Running(RunningCollector):
     """A BitMEX collector against ``venue`` until the block ends; ``events`` keeps all it queued."""
 
     def __init__(self, venue: FakeVenue, spec: VenueSpec = SPEC, instruments: tuple[Instrument, ...] = (XBTUSD,),
                  stale_after_s: float = 30.0) -> None:
-        settings = ConnectionSettings(ws_url=venue.ws_url, stale_after_s=stale_after_s, max_connection_age_s=3600,
-                                      max_frame_bytes=1 << 20, backoff_initial_s=0.05, backoff_max_s=0.2)
-        self.queue = EventQueue(100_000)
-        self.collector = VenueCollector(spec, instruments, settings, self.queue)
-        self.connection = self.collector.connections[0]
-        self.stop = asyncio.Event()
-        self.events: list[Event] = []
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    def of(self, kind: type[Event]) -> list[Any]:
-        self.events += self.queue.take_nowait(len(self.queue))
-        return [e for e in self.events if isinstance(e, kind)]
+        super().__init__(spec, instruments, fast_settings(venue.ws_url, stale_after_s=stale_after_s))
 
     def has(self, kind: type[Event], n: int = 1) -> Callable[[], bool]:
         return lambda: len(self.of(kind)) >= n

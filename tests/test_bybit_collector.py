@@ -18,13 +18,13 @@ from collectors.base import Heartbeat
 from collectors.bybit import SPEC
 from collectors.bybit.spec import HEARTBEAT, topics
 from collectors.instruments import Instrument
-from collectors.queue import EventQueue
-from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
-from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
+from collectors.venue import VenueSpec
+from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake.bybit import BybitProtocol
 from flushwatch.fake.venue_server import Connection, FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
+from tests.harness import RunningCollector, fast_settings
 
 BTC = Instrument("bybit", "BTCUSDT", "BTC", "linear", 1.0, 8.0, oi_usd=1.9e9, volume_usd_24h=1.1e9)
 ETH = Instrument("bybit", "ETHUSDT", "ETH", "linear", 1.0, 8.0, oi_usd=8.0e8, volume_usd_24h=5.1e8)
@@ -62,40 +62,12 @@ BIDS = [["65114.20", "6.054"], ["65114.10", "0.002"], ["65100.00", "1.5"]]
 ASKS = [["65114.30", "10.488"], ["65128.10", "0.315"], ["65140.00", "2"]]
 
 
-def settings(fake: FakeVenue, **overrides: Any) -> ConnectionSettings:
-    values: dict[str, Any] = {"ws_url": fake.ws_url, "stale_after_s": 30.0, "max_connection_age_s": 3600.0,
-                              "max_frame_bytes": 1 << 20, "backoff_initial_s": 0.05, "backoff_max_s": 0.2}
-    return ConnectionSettings(**(values | overrides))
-
-
-class Running:
+class Running(RunningCollector):
     """A collector running against the fake until the block ends."""
 
     def __init__(self, fake: FakeVenue, spec: VenueSpec = SPEC, instruments: Sequence[Instrument] = (BTC,),
                  **overrides: Any) -> None:
-        self.queue = EventQueue(100_000)
-        self.collector = VenueCollector(spec, instruments, settings(fake, **overrides), self.queue)
-        self.stop = asyncio.Event()
-        self.events: list[Event] = []
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    @property
-    def connection(self) -> Any:
-        return self.collector.connections[0]
-
-    def drained(self) -> list[Event]:
-        self.events += self.queue.take_nowait(len(self.queue))
-        return self.events
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in self.drained() if isinstance(e, kind)]
+        super().__init__(spec, instruments, fast_settings(fake.ws_url, **overrides))
 
 
 @contextlib.asynccontextmanager
@@ -148,7 +120,7 @@ async def test_every_channel_arrives_as_events() -> None:
         liquidation = encode({"topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": T0 + 9, "data": [
             {"T": T0 + 8, "s": "BTCUSDT", "S": "Buy", "v": "1.25", "p": "64000.5"}]})
         await fake.publish([TICKER_SNAPSHOT, trade(1, "Sell"), liquidation, book("snapshot", 10, T0, BIDS, ASKS)])
-        await until(lambda: len(run.drained()) == 5)
+        await until(lambda: len(run.drain()) == 5)
         [mark], [oi] = run.of(FundingMark), run.of(OpenInterest)
         assert (mark.mark_price, mark.funding_8h, mark.next_funding_ts) == (65117.44, 0.0001, 1786320000000 * 10**6)
         assert (oi.oi_base, oi.oi_usd) == (29945.866, 1949998132.50)  # one side

@@ -19,13 +19,13 @@ from collectors.base import Heartbeat
 from collectors.deribit import SPEC
 from collectors.deribit.spec import keepalive_message, topics
 from collectors.instruments import Instrument
-from collectors.queue import EventQueue
-from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
-from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
+from collectors.venue import VenueSpec
+from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake import deribit as fake
 from flushwatch.fake.venue_server import Connection, FakeReply, FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
+from tests.harness import RunningCollector, fast_settings
 
 BTC = Instrument("deribit", "BTC-PERPETUAL", "BTC", "inverse", 1.0, 8.0, oi_usd=9e8, volume_usd_24h=2e9)
 SOL = Instrument("deribit", "SOL_USDC-PERPETUAL", "SOL", "linear", 1.0, 8.0, oi_usd=3e6, volume_usd_24h=1e7)
@@ -52,35 +52,14 @@ async def deribit(**options: Any) -> AsyncIterator[FakeVenue]:
         yield venue
 
 
-class Running:
+class Running(RunningCollector):
     """A collector running against the fake until the block ends."""
 
     def __init__(self, venue: FakeVenue, spec: VenueSpec = FAST, stale_after_s: float = 30.0) -> None:
-        settings = ConnectionSettings(ws_url=venue.ws_url, stale_after_s=stale_after_s, max_connection_age_s=3600,
-                                      max_frame_bytes=1 << 20, backoff_initial_s=0.05, backoff_max_s=0.2)
-        self.queue = EventQueue(100_000)
-        self.collector = VenueCollector(spec, INSTRUMENTS, settings, self.queue)
-        self.stop = asyncio.Event()
-        self.events: list[Event] = []
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    def drain(self) -> list[Event]:
-        self.events += self.queue.take_nowait(len(self.queue))
-        return self.events
+        super().__init__(spec, INSTRUMENTS, fast_settings(venue.ws_url, stale_after_s=stale_after_s))
 
     def count(self, kind: type) -> int:
-        return sum(isinstance(e, kind) for e in self.drain())
-
-    @property
-    def feed(self) -> Any:
-        return self.collector.connections[0]
+        return len(self.of(kind))
 
 
 def subscribed(venue: FakeVenue) -> bool:
@@ -165,7 +144,7 @@ async def test_reconnect_resubscribes_and_gets_a_fresh_snapshot() -> None:
         await until(lambda: run.count(Depth) == 3 and run.count(Trade) == 1)
         assert await venue.drop_connections() == 1
         await until(lambda: venue.counts.connections == 2 and subscribed(venue), within=5)
-        assert run.feed.reconnects.get("closed_1006") == 1
+        assert run.connection.reconnects.get("closed_1006") == 1
         [conn] = venue.open_connections
         book = [m["params"]["data"] for m in map(json.loads, conn.sent)
                 if m.get("params", {}).get("channel", "").startswith("book.")]
@@ -206,7 +185,7 @@ async def test_silence_is_replaced_by_a_new_connection() -> None:
         try:
             await until(lambda: run.count(OpenInterest) >= 3)
             venue.stall(1.5)
-            await until(lambda: run.feed.reconnects.get("stale", 0) >= 1, within=5)
+            await until(lambda: run.connection.reconnects.get("stale", 0) >= 1, within=5)
             before = run.count(OpenInterest)
             await until(lambda: subscribed(venue) and run.count(OpenInterest) > before, within=5)
         finally:

@@ -7,25 +7,24 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from collectors.base import Heartbeat
+from collectors.base import FeedConnection, Heartbeat
 from collectors.hyperliquid import SPEC
 from collectors.hyperliquid.instruments import INFO_PATH, fetch_instruments
 from collectors.hyperliquid.parse import HyperliquidParser
 from collectors.hyperliquid.spec import ping, subscribe_messages, topics
 from collectors.instruments import Instrument
-from collectors.queue import EventQueue
-from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
-from flushwatch.events import Depth, Event, FundingMark, OpenInterest, Trade
+from collectors.venue import VenueSpec
+from flushwatch.events import Depth, FundingMark, OpenInterest, Trade
 from flushwatch.fake.hyperliquid import PONG, HyperliquidProtocol, book_frame, ctx_frame, trade_frame
 from flushwatch.fake.venue_server import FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
+from tests.harness import RunningCollector, fast_settings
 
 INSTRUMENTS = [Instrument("hyperliquid", c, c, "linear", 1.0, 1.0) for c in ("BTC", "ETH")]
 TOPICS = set(topics(INSTRUMENTS))
@@ -46,36 +45,19 @@ def rejected(reason: str) -> float:
     return float(FEED_REJECTED.labels("hyperliquid", reason)._value.get())
 
 
-class Running:
+class Running(RunningCollector):
     """A collector for ``INSTRUMENTS`` running against ``venue`` until the block ends."""
 
     def __init__(self, venue: FakeVenue, spec: VenueSpec = FAST, stale_after_s: float = 10.0) -> None:
-        settings = ConnectionSettings(ws_url=venue.ws_url, stale_after_s=stale_after_s, max_connection_age_s=3600.0,
-                                      max_frame_bytes=1 << 20, backoff_initial_s=0.05, backoff_max_s=0.2)
-        self.queue = EventQueue(100_000)
-        self.collector = VenueCollector(spec, INSTRUMENTS, settings, self.queue)
-        self.stop = asyncio.Event()
-        self.seen: list[Event] = []
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
+        super().__init__(spec, INSTRUMENTS, fast_settings(venue.ws_url, stale_after_s=stale_after_s))
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> FeedConnection:
         [connection] = self.collector.connections  # six topics: one connection
         return connection
 
-    def drain(self) -> list[Event]:
-        self.seen += self.queue.take_nowait(len(self.queue))
-        return self.seen
-
     def has(self, kind: type, count: int = 1) -> bool:
-        return sum(isinstance(e, kind) for e in self.drain()) >= count
+        return len(self.of(kind)) >= count
 
 
 def subscribed_on(venue: FakeVenue, connections: int = 1) -> bool:
@@ -112,15 +94,15 @@ async def test_every_channel_reaches_the_queue_normalised(venue: FakeVenue) -> N
         await venue.publish([book("BTC", T0), ctx("BTC"), trade_frame("BTC", 3, T0 + 1, 100.5, 0.25, "A"),
                              book("ETH", T0 + 500, mid=10.0)])
         await until(lambda: run.has(Depth, 2) and run.has(Trade) and run.has(FundingMark) and run.has(OpenInterest))
-        [trade] = [e for e in run.seen if isinstance(e, Trade)]  # the replayed trades predate the watch
+        [trade] = [e for e in run.events if isinstance(e, Trade)]  # the replayed trades predate the watch
         assert (trade.symbol, trade.price, trade.size, trade.side, trade.ts_event) == (
             "BTC", 100.5, 0.25, "sell", (T0 + 1) * 1_000_000)
         assert rejected("stale") - replayed == 2  # the two replays, one per coin
-        [oi] = [e for e in run.seen if isinstance(e, OpenInterest)]
+        [oi] = [e for e in run.events if isinstance(e, OpenInterest)]
         assert (oi.oi_base, oi.oi_usd, oi.ts_event) == (5000.0, 500_000.0, T0 * 1_000_000)
-        [mark] = [e for e in run.seen if isinstance(e, FundingMark)]
+        [mark] = [e for e in run.events if isinstance(e, FundingMark)]
         assert (mark.funding_interval_h, mark.funding_8h) == (1.0, pytest.approx(0.0001))
-        assert sorted(e.mid for e in run.seen if isinstance(e, Depth)) == [10.0, 100.0]
+        assert sorted(e.mid for e in run.events if isinstance(e, Depth)) == [10.0, 100.0]
 
 
 async def test_pings_keep_alive_a_connection_the_venue_would_cut_as_idle() -> None:
@@ -161,8 +143,8 @@ async def test_reconnect_resubscribes_and_gets_a_fresh_snapshot(venue: FakeVenue
         await venue.publish([book("BTC", T0 + 500, mid=101.0), ctx("BTC", oi="5100.0"),
                              trade_frame("BTC", 4, T0 + 600, 101.5, 1.0)])
         await until(lambda: run.has(Depth, 2) and run.has(Trade, 2) and run.has(OpenInterest, 2))
-        assert [t.price for t in run.seen if isinstance(t, Trade)] == [100.5, 101.5]
-        assert [d.mid for d in run.seen if isinstance(d, Depth)] == [100.0, 101.0]
+        assert [t.price for t in run.events if isinstance(t, Trade)] == [100.5, 101.5]
+        assert [d.mid for d in run.events if isinstance(d, Depth)] == [100.0, 101.0]
         assert run.connection.reconnects.get("closed_1006", 0) == 1
 
 

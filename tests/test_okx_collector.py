@@ -19,13 +19,13 @@ from collectors.instruments import Instrument
 from collectors.okx import SPEC
 from collectors.okx.parse import OkxParser
 from collectors.okx.spec import ping, topics
-from collectors.queue import EventQueue
-from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
-from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
+from collectors.venue import VenueSpec
+from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.fake.okx import FakeOkx, book_frame, push, trade_frame
 from flushwatch.fake.venue_server import Connection, FakeVenue
 from flushwatch.telemetry import FEED_REJECTED
 from flushwatch.waiting import until
+from tests.harness import RunningCollector, fast_settings
 
 NS = 1_000_000
 LINEAR = Instrument("okx", "BTC-USDT-SWAP", "BTC", "linear", 0.01, 8.0, oi_usd=2e9, volume_usd_24h=8e9)
@@ -40,42 +40,18 @@ async def venue(**options: Any) -> AsyncIterator[FakeVenue]:
         yield fake
 
 
-class Running:
+class Running(RunningCollector):
     """A collector for ``instruments`` running against the fake until the block ends; frames it receives are
     kept."""
 
     def __init__(self, fake: FakeVenue, spec: VenueSpec = SPEC, instruments: list[Instrument] = INSTRUMENTS,
                  stale_after_s: float = 5.0) -> None:
-        settings = ConnectionSettings(ws_url=fake.ws_url, stale_after_s=stale_after_s, max_connection_age_s=3600,
-                                      max_frame_bytes=1 << 20, backoff_initial_s=0.05, backoff_max_s=0.2)
-        self.queue = EventQueue(100_000)
         self.received: list[bytes | str] = []
-        self.collector = VenueCollector(spec, instruments, settings, self.queue, tap=self._tap)
-        self.stop = asyncio.Event()
-        self.events: list[Event] = []
+        super().__init__(spec, instruments, fast_settings(fake.ws_url, stale_after_s=stale_after_s), tap=self._tap)
 
     def _tap(self, direction: str, venue: str, name: str, ts: int, frame: bytes | str) -> None:
         if direction == "recv":
             self.received.append(frame)
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-    @property
-    def connection(self) -> Any:
-        return self.collector.connections[0]
-
-    def drain(self) -> list[Event]:
-        self.events += self.queue.take_nowait(len(self.queue))
-        return self.events
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in self.drain() if isinstance(e, kind)]
 
 
 def current(fake: FakeVenue) -> Connection | None:
