@@ -20,6 +20,7 @@ as positional arrays in MessagePack for the Redis streams (see ``flushwatch.stre
 
 from __future__ import annotations
 
+import math
 from typing import Final, Literal
 
 import msgspec
@@ -185,4 +186,6 @@ def depth_from_levels(
     bid_usd = _banded(bids, [mid * (1 - b / 1e4) for b in DEPTH_BANDS_BPS], -1.0)
     ask_usd = _banded(asks, [mid * (1 + b / 1e4) for b in DEPTH_BANDS_BPS], 1.0)
     reach_bps = min((mid - bids[-1][0]) / mid, (asks[-1][0] - mid) / mid) * 1e4
+    if not math.isfinite(bid_usd[2] + ask_usd[2]):  # finite prices and sizes can still overflow their product
+        return None
     return mid, spread_bps, bid_usd, ask_usd, reach_bps

@@ -49,6 +49,13 @@ def test_one_sided_books_have_no_depth() -> None:
     assert depth_from_levels([(1.0, 1.0)], []) is None
 
 
+def test_a_book_whose_notional_overflows_has_no_depth() -> None:
+    # found by fuzzing Binance frames: finite price and size, infinite product
+    huge = 1.4e154  # squared: 1.96e308, past the largest float
+    assert depth_from_levels([(huge, huge)], [(huge * 1.0001, 1.0)]) is None
+    assert depth_from_levels([(100.0, 1.0)], [(100.1, 1e308), (100.2, 1e308)]) is None
+
+
 def test_funding_is_restated_per_8h_and_per_year() -> None:
     hourly = funding_mark(venue="v", symbol="S", asset="A", ts_event=1, ts_recv=2, mark_price=1.0,
                           index_price=1.0, funding_rate=0.0001, funding_interval_h=1.0, next_funding_ts=0)
