@@ -93,6 +93,9 @@ class SidePayload(_Payload):
     overheat_score: float = Field(ge=0, le=100)
     """Overheating of this side's positions, 0 (neutral) to 100 (extreme)."""
     episode_id: str | None
+    paused: bool = False
+    """Liquidations exhausted without the recovery signs of a flush (OI purged, funding reset, depth back,
+    price retraced): a pause, fuel remains."""
 
     @classmethod
     def from_signal(cls, side: SideState) -> SidePayload:
@@ -101,6 +104,7 @@ class SidePayload(_Payload):
             stage_name=side.stage_name,
             overheat_score=_score(side.overheat_score),
             episode_id=_episode(side.episode_id),
+            paused=side.paused,
         )
 
 

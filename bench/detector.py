@@ -10,7 +10,8 @@ import numpy as np
 from bench.common import Stopwatch, emit
 from detector.batch import DEPTH, FUNDING, LIQ, OI, TRADE
 from detector.engine import Detector, DetectorEngine
-from detector.kernels import apply_batch, evaluate
+from detector.kernels import apply_batch
+from detector.stages import evaluate
 from detector.params import pack
 from detector.state import allocate
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
@@ -51,7 +52,7 @@ def kernels(quick: bool) -> None:
     cols = synthetic_columns(n, np.random.default_rng(7))
     state = allocate(INSTRUMENTS)
     apply_batch(state, *(c[:10] for c in cols), params)  # compile or load from cache
-    evaluate(state, T0 + 1, np.ones(INSTRUMENTS, np.bool_), params)
+    evaluate(state, T0 + 1, np.ones(INSTRUMENTS, np.bool_), params, 0.0)
     state = allocate(INSTRUMENTS)
     apply_s = eval_s = 0.0
     evals = 0
@@ -66,7 +67,7 @@ def kernels(quick: bool) -> None:
         mask[chunk[1]] = True
         while t[min(start + BATCH, n) - 1] >= next_eval:
             began = time.perf_counter()
-            evaluate(state, next_eval, mask, params)
+            evaluate(state, next_eval, mask, params, 0.0)
             eval_s += time.perf_counter() - began
             evals += 1
             next_eval += 1.0

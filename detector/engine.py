@@ -20,11 +20,14 @@ import numpy as np
 
 from collectors.venues import coverage_of
 from detector.batch import to_columns
-from detector.kernels import apply_batch, evaluate
+from detector.calendar import TradFiCalendar
+from detector.kernels import apply_batch
 from detector.market import MarketView
 from detector.params import pack
+from detector.stages import evaluate
 from detector.state import (
     CHANGED_OVERHEAT,
+    CHANGED_PAUSE,
     CHANGED_STAGE,
     F_OVERHEAT_LONG,
     F_OVERHEAT_SHORT,
@@ -105,6 +108,7 @@ class Detector:
         self._next_eval_ns = _NEVER
         self._state_every = settings.detector.state_interval_s
         self._state_due = np.full(capacity, -math.inf)
+        self._calendar = TradFiCalendar(settings.detector.tradfi_sessions)
         self._trigger_recv = 0
         self.events = 0
 
@@ -167,7 +171,7 @@ class Detector:
 
     def _evaluate(self, now: float) -> list[Signal]:
         state = self.state
-        evaluate(state, now, self._active, self._params)
+        evaluate(state, now, self._active, self._params, float(self._calendar.closed(now)))
         ts = int(now * 1e9)
         signals: list[Signal] = []
         due = self._active & ((state.changed.max(axis=1) != 0) | (self._state_due <= now))
@@ -176,8 +180,9 @@ class Detector:
             sides = [self._side(slot, s) for s in (0, 1)]
             for s in (0, 1):
                 bits = int(state.changed[slot, s])
-                # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing.
-                if bits & CHANGED_STAGE or (bits & CHANGED_OVERHEAT and sides[s].stage == 0):
+                # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing. A
+                # pause (exhausted, fuel remains) or its end is news within the stage.
+                if bits & (CHANGED_STAGE | CHANGED_PAUSE) or (bits & CHANGED_OVERHEAT and sides[s].stage == 0):
                     signals.append(self._change(slot, s, ts, sides[s], bool(bits & CHANGED_STAGE)))
             self._state_due[slot] = now + self._state_every
             signals.append(
@@ -209,6 +214,7 @@ class Detector:
             stage_name=stage_name(stage, bool(state.overheated[slot, s])),
             overheat_score=float(state.features[slot, F_OVERHEAT_LONG if s == 0 else F_OVERHEAT_SHORT]),
             episode_id=self._episode(slot, s),
+            paused=bool(state.paused[slot, s]),
         )
 
     def _change(self, slot: int, s: int, ts: int, side: SideState, stage_moved: bool) -> StageChange:

@@ -15,80 +15,56 @@ from numba import njit
 
 from detector.batch import DEPTH, FUNDING, LIQ, OI, TRADE
 from detector.params import (
-    CASCADE_LIQ_SHARE,
-    CASCADE_OI_DROP,
-    CASCADE_RATIO,
-    EPISODE_TIMEOUT_S,
-    EXHAUST_HOLD_S,
-    EXHAUST_RATIO,
+    AIR_DEPTH_RATIO,
     FLOW_TAU_S,
-    FLUSHED_HOLD_S,
+    FUEL_DEPTH_HOT,
     FUNDING_HOT_8H,
     FUNDING_MAX_8H,
     FUNDING_NEUTRAL_8H,
     FUNDING_PCT_MIN_SAMPLES,
     FUNDING_WARM_8H,
+    IMPACT_TAU_S,
     LIQ_BASELINE_LAG_MIN,
     LIQ_BASELINE_MIN_MINUTES,
     LIQ_BASELINE_WINDOW_MIN,
     LIQ_FAST_TAU_S,
     LIQ_FLOOR_USD_MIN,
-    LIQ_TRIGGER_RATIO,
     OI_BUILD_FULL,
-    OI_PURGE,
-    OVERHEAT_EXIT,
-    OVERHEAT_HOT,
     PREMIUM_HOT_BPS,
     PRICE_FALLBACK_S,
-    SHOCK_IMBALANCE,
-    SHOCK_MIN_MOVE,
-    SHOCK_TIMEOUT_S,
-    SHOCK_Z1,
-    SHOCK_Z5,
-    TRIGGER_HOLD_S,
     VOL_FLOOR_1M,
     VOL_HALFLIFE_S,
+    WEIGHT_FUEL,
     WEIGHT_FUNDING,
+    WEIGHT_LIQUIDITY,
     WEIGHT_OI_BUILD,
     WEIGHT_PREMIUM,
 )
 from detector.state import (
-    C_CASCADE_FLOW,
-    C_CASCADE_RATIO,
-    C_EXHAUST_TIMEOUT,
-    C_EXHAUSTED,
-    C_FLUSHED_HOLD,
-    C_FUNDING_RESET,
-    C_OI_PURGED,
-    C_OVERHEAT_EXIT,
-    C_OVERHEATED,
-    C_SHOCK_FLOW,
-    C_SHOCK_MOVE,
-    C_SHOCK_TIMEOUT,
-    C_SHOCK_Z,
-    C_TRIGGER_HELD,
-    C_TRIGGER_ON,
-    CALM,
-    CASCADE,
     CH_BUY,
     CH_LIQ_FAST,
     CH_SELL,
-    CHANGED_OVERHEAT,
-    CHANGED_STAGE,
     DEPTH_BUCKET_S,
+    F_ASSETS_ACTIVE,
     F_DEPTH1_USD,
     F_DEPTH_RATIO,
+    F_FUEL_ABOVE_2,
+    F_FUEL_BELOW_2,
+    F_FUEL_TO_DEPTH_LONG,
     F_FUNDING_8H,
     F_FUNDING_PCT,
     F_IMBALANCE,
+    F_IMPACT,
+    F_IMPACT_RATIO,
+    F_LIQ_ACCEL_LONG,
     F_LIQ_BASE_LONG,
     F_LIQ_RATE_LONG,
     F_LIQ_RATIO_LONG,
     F_LIQ_SHARE_LONG,
+    F_LIQ_TO_DEPTH_LONG,
     F_OI_CHG_1H,
     F_OI_CHG_5M,
     F_OI_CHG_24H,
-    F_OI_CHG_EPISODE_LONG,
     F_OI_USD,
     F_OVERHEAT_LONG,
     F_PREMIUM_BPS,
@@ -100,16 +76,16 @@ from detector.state import (
     F_SIGMA1M,
     F_SIGMA5M,
     F_SPREAD_BPS,
+    F_SPREAD_RATIO,
+    F_TRADFI_CLOSED,
     F_Z1,
     F_Z5,
-    FLUSHED,
     LONG,
     N_REJECT_REASONS,
     R_BAD_KIND,
     R_BAD_SLOT,
     R_BAD_TIME,
     R_BAD_VALUE,
-    SHOCK,
     SHORT,
     T_BUY_USD,
     T_DEPTH,
@@ -119,9 +95,6 @@ from detector.state import (
     T_OPEN_INTEREST,
     T_SELL_USD,
     T_TRADES,
-    TM_ACTIVE,
-    TM_EXHAUST,
-    TM_TRIGGER,
     TRIGGERED,
     VT_DEPTH,
     VT_MARK,
@@ -131,17 +104,6 @@ from detector.state import (
 )
 
 FUNDING_PCT_SPAN: Final = 0.45  # percentile 0.5 -> 0, 0.95 -> 1
-
-# The conditions each stage's rules look at: a change records only these (plus the overheat pair when the
-# flag flipped), so its explanation does not list every unrelated condition that happened to hold.
-_ENTRY_BITS: Final = (
-    C_SHOCK_Z | C_SHOCK_MOVE | C_SHOCK_FLOW | C_TRIGGER_ON | C_TRIGGER_HELD | C_CASCADE_RATIO | C_CASCADE_FLOW
-)
-_EPISODE_BITS: Final = (
-    C_CASCADE_RATIO | C_CASCADE_FLOW | C_EXHAUSTED | C_EXHAUST_TIMEOUT | C_OI_PURGED | C_FUNDING_RESET
-)
-_FLUSHED_BITS: Final = C_TRIGGER_ON | C_TRIGGER_HELD | C_FLUSHED_HOLD
-_OVERHEAT_BITS: Final = C_OVERHEATED | C_OVERHEAT_EXIT
 
 _NAN: Final = math.nan
 _INF: Final = math.inf
@@ -324,8 +286,8 @@ def ring_rank(ring, last, first, i, value):
 
 @njit(cache=True, nogil=True)
 def depth_put(ring, last, first, med, i, t, depth):
-    """Record 1 %-depth for its 10-s bucket; when a bucket completes, refresh the median of the completed
-    buckets (the baseline excludes the bucket being measured, and is sorted once per 10 s, not per read)."""
+    """Record 1 %-depth (or the spread) for its 10-s bucket; when a bucket completes, refresh the median of the
+    completed buckets (the baseline excludes the bucket being measured, and is sorted once per 10 s, not per read)."""
     b = math.floor(t / DEPTH_BUCKET_S)
     if ring_put(ring, last, first, i, b, depth) > 0:
         cap = ring.shape[1]
@@ -389,8 +351,10 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 side = LONG if c > 0 else SHORT
                 decay_add(state.acc, state.acc_t, i, CH_LIQ_FAST + side, te, b, tau_fast)
                 # a running episode must not raise its own baseline (its minutes count as quiet ones)
+                minute = math.floor(te / 60.0)
                 if state.stage[i, side] < TRIGGERED:
-                    sum_ring_add(state.liq_min, state.liq_min_last, i, side, math.floor(te / 60.0), b)
+                    sum_ring_add(state.liq_min, state.liq_min_last, i, side, minute, b)
+                sum_ring_add(state.liq_recent, state.liq_recent_last, i, side, minute, b)
                 state.totals[i, T_LIQ_LONG_USD + side] += b
                 state.totals[i, T_LIQUIDATIONS] += 1
         elif k == FUNDING:
@@ -425,6 +389,7 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 state.spread[i] = c
                 state.val_t[i, VT_DEPTH] = te
                 depth_put(state.depth_ring, state.depth_last, state.depth_first, state.depth_med, i, te, b)
+                depth_put(state.spread_ring, state.spread_last, state.spread_first, state.spread_med, i, te, c)
         else:
             rejects[R_BAD_KIND] += 1
             continue
@@ -460,8 +425,10 @@ def funding_anchor(x, neutral, warm, hot, top):
 
 
 @njit(cache=True, nogil=True)
-def overheat_score(crowd, funding, pct, n_pct, premium_bps, oi_chg_24h, price_chg_24h, p):
-    """0..100 for the side whose positions are crowded in direction ``crowd`` (+1 long, -1 short)."""
+def overheat_score(crowd, funding, pct, n_pct, premium_bps, oi_chg_24h, price_chg_24h, fuel_to_depth, depth_ratio, p):
+    """0..100 for the side whose positions are crowded in direction ``crowd`` (+1 long, -1 short).
+    ``fuel_to_depth`` is the crowd's estimated fuel within 2 % over 1 %-depth; it and ``depth_ratio`` weigh in
+    only when known (NaN leaves their weight out rather than scoring them 0)."""
     on_side = crowd * funding
     s_f = funding_anchor(on_side, p[FUNDING_NEUTRAL_8H], p[FUNDING_WARM_8H], p[FUNDING_HOT_8H], p[FUNDING_MAX_8H])
     if n_pct >= p[FUNDING_PCT_MIN_SAMPLES] and on_side > 0.0:
@@ -473,9 +440,17 @@ def overheat_score(crowd, funding, pct, n_pct, premium_bps, oi_chg_24h, price_ch
     if (crowd > 0 and funding >= 0.0) or (crowd < 0 and funding < 0.0):
         s_o = _clip01((oi_chg_24h - abs(price_chg_24h)) / p[OI_BUILD_FULL])
     weights = p[WEIGHT_FUNDING] + p[WEIGHT_PREMIUM] + p[WEIGHT_OI_BUILD]
+    total = p[WEIGHT_FUNDING] * s_f + p[WEIGHT_PREMIUM] * s_p + p[WEIGHT_OI_BUILD] * s_o
+    if fuel_to_depth == fuel_to_depth:
+        weights += p[WEIGHT_FUEL]
+        total += p[WEIGHT_FUEL] * _clip01(fuel_to_depth / p[FUEL_DEPTH_HOT])
+    if depth_ratio == depth_ratio:
+        # thinner than the book's own recent median counts fully at the air-pocket level
+        weights += p[WEIGHT_LIQUIDITY]
+        total += p[WEIGHT_LIQUIDITY] * _clip01((1.0 - depth_ratio) / (1.0 - p[AIR_DEPTH_RATIO]))
     if not weights > 0.0:
         return 0.0
-    return 100.0 * (p[WEIGHT_FUNDING] * s_f + p[WEIGHT_PREMIUM] * s_p + p[WEIGHT_OI_BUILD] * s_o) / weights
+    return 100.0 * total / weights
 
 
 # --- features -------------------------------------------------------------------------------------------
@@ -487,8 +462,9 @@ def _ratio(x, y):
 
 
 @njit(cache=True, nogil=True)
-def compute_features(state, i, now, p):
-    """Fill ``state.features[i]`` as of ``now``, except the episode columns (set by the stage step)."""
+def compute_features(state, i, now, p, tradfi_closed, assets_active):
+    """Fill ``state.features[i]`` as of ``now``, except the episode columns (set by the stage step) and the
+    ``EXTERNAL_FEATURES`` (filled by the engine from the Hawkes and fuel states)."""
     f = state.features[i]
     f[F_PRICE] = state.price[i]
     sec = math.floor(now)
@@ -548,163 +524,54 @@ def compute_features(state, i, now, p):
     f[F_DEPTH1_USD] = state.depth1[i]
     f[F_DEPTH_RATIO] = _ratio(state.depth1[i], state.depth_med[i])
     f[F_SPREAD_BPS] = state.spread[i]
+    f[F_SPREAD_RATIO] = _ratio(state.spread[i], state.spread_med[i])
+    depth = state.depth1[i]
+    for side in range(2):
+        f[F_LIQ_TO_DEPTH_LONG + side] = _ratio(f[F_LIQ_RATE_LONG + side], depth)
+        f[F_LIQ_ACCEL_LONG + side] = rising_minutes(state.liq_recent, state.liq_recent_last, i, side, minute)
+        f[F_FUEL_TO_DEPTH_LONG + side] = _ratio(f[F_FUEL_BELOW_2 if side == LONG else F_FUEL_ABOVE_2], depth)
+    _impact(state, i, now, f, buy - sell, p)
+    f[F_TRADFI_CLOSED] = tradfi_closed
+    f[F_ASSETS_ACTIVE] = assets_active
     for side in range(2):
         crowd = 1.0 if side == LONG else -1.0
         f[F_OVERHEAT_LONG + side] = overheat_score(
-            crowd, funding, pct, n_pct, f[F_PREMIUM_BPS], f[F_OI_CHG_24H], f[F_PRICE_CHG_24H], p
+            crowd, funding, pct, n_pct, f[F_PREMIUM_BPS], f[F_OI_CHG_24H], f[F_PRICE_CHG_24H],
+            f[F_FUEL_TO_DEPTH_LONG + side], f[F_DEPTH_RATIO], p,
         )
 
 
-# --- stage machine ---------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def rising_minutes(ring, last, i, s, minute):
+    """How many of the last completed minutes (at most ``RECENT_RING - 2``) each liquidated more than the one
+    before: 3 rising bins is acceleration."""
+    cap = ring.shape[2]
+    cur = last[i, s]
+    rises = 0
+    for m in range(minute - 1, minute - cap + 1, -1):
+        now_v = ring[i, s, m % cap] if cur - cap < m <= cur else 0.0
+        before = ring[i, s, (m - 1) % cap] if cur - cap < m - 1 <= cur else 0.0
+        if not now_v > before:
+            break
+        rises += 1
+    return float(rises)
 
 
 @njit(cache=True, nogil=True)
-def _held(timers, i, s, k, on, now):
-    """How long condition ``k`` has held continuously as of ``now`` (-1 when it does not hold)."""
-    if not on:
-        timers[i, s, k] = _NAN
-        return -1.0
-    if math.isnan(timers[i, s, k]):
-        timers[i, s, k] = now
-    return now - timers[i, s, k]
-
-
-@njit(cache=True, nogil=True)
-def step_side(state, i, s, now, dt, p):
-    """Advance the stage and overheat flag of one side (``dt``: seconds since the slot's previous
-    evaluation); returns its ``changed`` bits."""
-    f = state.features[i]
-    crowd = 1.0 if s == LONG else -1.0
-    adverse = -crowd  # the move that hurts the crowded side
-    ratio = f[F_LIQ_RATIO_LONG + s]
-    stage = state.stage[i, s]
-    oi = state.oi_usd[i]
-    if stage != CALM and math.isnan(state.oi_at_start[i, s]) and oi > 0.0:
-        state.oi_at_start[i, s] = oi  # the episode began before the first OI poll
-    oi_episode = math.log(oi / state.oi_at_start[i, s]) if stage != CALM and oi > 0.0 else _NAN
-
-    bits = 0
-    if adverse * f[F_Z1] >= p[SHOCK_Z1] or adverse * f[F_Z5] >= p[SHOCK_Z5]:
-        bits |= C_SHOCK_Z
-    if adverse * f[F_R1M] >= p[SHOCK_MIN_MOVE] or adverse * f[F_R5M] >= p[SHOCK_MIN_MOVE]:
-        bits |= C_SHOCK_MOVE
-    if adverse * f[F_IMBALANCE] >= p[SHOCK_IMBALANCE]:
-        bits |= C_SHOCK_FLOW
-    shock = bits == (C_SHOCK_Z | C_SHOCK_MOVE | C_SHOCK_FLOW)
-
-    trig_on = ratio >= p[LIQ_TRIGGER_RATIO]
-    trig_held = _held(state.cond_since, i, s, TM_TRIGGER, trig_on, now) >= p[TRIGGER_HOLD_S]
-    exhausted_for = _held(state.cond_since, i, s, TM_EXHAUST, ratio < p[EXHAUST_RATIO], now)
-    if trig_on:
-        bits |= C_TRIGGER_ON
-    if trig_held:
-        bits |= C_TRIGGER_HELD
-    if ratio >= p[CASCADE_RATIO]:
-        bits |= C_CASCADE_RATIO
-    if (
-        f[F_LIQ_SHARE_LONG + s] >= p[CASCADE_LIQ_SHARE]
-        and f[F_OI_CHG_5M] <= -p[CASCADE_OI_DROP]
-        and adverse * f[F_R5M] > 0.0
-    ):
-        bits |= C_CASCADE_FLOW
-    cascade = (bits & (C_CASCADE_RATIO | C_CASCADE_FLOW)) != 0
-    if exhausted_for >= p[EXHAUST_HOLD_S]:
-        bits |= C_EXHAUSTED
-    # The episode timeout counts quiet time in total, not continuously: in a calm tape single liquidations
-    # lift the ratio over exhaust_ratio now and then, and a continuous 30-minute lull would never come.
-    if trig_on:
-        state.quiet_s[i, s] = 0.0
-    elif exhausted_for >= 0.0:
-        state.quiet_s[i, s] += dt
-    if state.quiet_s[i, s] >= p[EPISODE_TIMEOUT_S]:
-        bits |= C_EXHAUST_TIMEOUT
-    if oi_episode <= math.log1p(-p[OI_PURGE]):
-        bits |= C_OI_PURGED
-    if crowd * state.funding_8h[i] <= p[FUNDING_NEUTRAL_8H]:
-        bits |= C_FUNDING_RESET
-    flush = (bits & C_EXHAUSTED) != 0 and (bits & (C_OI_PURGED | C_FUNDING_RESET)) != 0
-    if stage == SHOCK and shock:
-        state.cond_since[i, s, TM_ACTIVE] = now
-    if stage == SHOCK and now - state.cond_since[i, s, TM_ACTIVE] >= p[SHOCK_TIMEOUT_S]:
-        bits |= C_SHOCK_TIMEOUT
-    if stage == FLUSHED and now - state.since[i, s] >= p[FLUSHED_HOLD_S]:
-        bits |= C_FLUSHED_HOLD
-
-    new = stage
-    if stage in (CALM, SHOCK):
-        if trig_held:
-            new = CASCADE if cascade else TRIGGERED
-        elif stage == CALM and shock:
-            new = SHOCK
-        elif bits & C_SHOCK_TIMEOUT:
-            new = CALM
-    elif stage in (TRIGGERED, CASCADE):
-        if stage == TRIGGERED and cascade:
-            new = CASCADE
-        elif flush:
-            new = FLUSHED
-        elif bits & C_EXHAUST_TIMEOUT:
-            new = CALM  # the episode ends without a purge
-    elif stage == FLUSHED:
-        if trig_held:
-            new = TRIGGERED  # second leg, same episode
-        elif bits & C_FLUSHED_HOLD:
-            new = CALM
-
-    changed = 0
-    if new != stage:
-        changed = CHANGED_STAGE
-        state.stage_from[i, s] = stage
-        state.stage[i, s] = new
-        state.since[i, s] = now
-        if stage == CALM:
-            state.episode_start[i, s] = now
-            state.oi_at_start[i, s] = oi if oi > 0.0 else _NAN
-            state.peak_stage[i, s] = new
-            oi_episode = 0.0 if oi > 0.0 else _NAN
-        else:
-            state.peak_stage[i, s] = max(state.peak_stage[i, s], new)
-        if new == SHOCK:
-            state.cond_since[i, s, TM_ACTIVE] = now
-    f[F_OI_CHG_EPISODE_LONG + s] = oi_episode
-
-    score = f[F_OVERHEAT_LONG + s]
-    if score >= p[OVERHEAT_HOT]:
-        bits |= C_OVERHEATED
-    if score < p[OVERHEAT_EXIT]:
-        bits |= C_OVERHEAT_EXIT
-    hot = state.overheated[i, s]
-    if (hot == 0 and bits & C_OVERHEATED) or (hot == 1 and bits & C_OVERHEAT_EXIT):
-        state.overheated[i, s] = 1 - hot
-        changed |= CHANGED_OVERHEAT
-    if changed:
-        keep = _OVERHEAT_BITS if changed & CHANGED_OVERHEAT else 0
-        if changed & CHANGED_STAGE:
-            if stage == CALM:
-                keep |= _ENTRY_BITS
-            elif stage == SHOCK:
-                keep |= _ENTRY_BITS | C_SHOCK_TIMEOUT
-            elif stage == FLUSHED:
-                keep |= _FLUSHED_BITS
-            else:
-                keep |= _EPISODE_BITS
-        state.cond_bits[i, s] = bits & keep
-    state.changed[i, s] = changed
-    return changed
-
-
-@njit(cache=True, nogil=True)
-def evaluate(state, now, mask, p):
-    """Recompute features, overheat scores and stages of the slots where ``mask`` is true, as of event time
-    ``now``. ``changed`` is cleared for every slot first; returns how many (slot, side) pairs changed."""
-    state.changed[:] = 0
-    n_changed = 0
-    for i in range(state.t_first.shape[0]):
-        if not mask[i]:
-            continue
-        compute_features(state, i, now, p)
-        dt = now - state.t_eval[i] if now > state.t_eval[i] else 0.0
-        state.t_eval[i] = now
-        for s in range(2):
-            n_changed += step_side(state, i, s, now, dt, p) != 0
-    return n_changed
+def _impact(state, i, now, f, net_flow, p):
+    """Price impact per net taker dollar (bps per $1M over the flow window) and its ratio to the slot's slow
+    time-weighted mean, which an episode does not feed (a cascade must not become its own baseline)."""
+    impact = _NAN
+    net_musd = abs(net_flow) / 1e6
+    if net_musd > 0.0 and f[F_R1M] == f[F_R1M]:
+        impact = abs(f[F_R1M]) * 1e4 / net_musd
+    f[F_IMPACT] = impact
+    base = state.impact_base[i]
+    f[F_IMPACT_RATIO] = impact / base if base > 0.0 else _NAN
+    if impact == impact and max(state.stage[i, LONG], state.stage[i, SHORT]) < TRIGGERED:
+        t_prev = state.t_eval[i]
+        if math.isnan(base):
+            state.impact_base[i] = impact
+        elif now > t_prev:
+            w = 1.0 - math.exp(-(now - t_prev) / p[IMPACT_TAU_S])
+            state.impact_base[i] = base + w * (impact - base)

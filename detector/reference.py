@@ -21,6 +21,7 @@ from detector.state import (
     DEPTH_RING,
     FEATURE_NAMES,
     MIN_RING,
+    RECENT_RING,
     REJECT_REASONS,
     SEC_RING,
     TOTAL_NAMES,
@@ -194,6 +195,8 @@ def overheat_score(
     premium_bps: float,
     oi_chg_24h: float,
     price_chg_24h: float,
+    fuel_to_depth: float,
+    depth_ratio: float,
     s: DetectorSettings,
 ) -> float:
     def clip(x: float) -> float:
@@ -209,10 +212,25 @@ def overheat_score(
     s_p = clip(crowd * premium_bps / s.premium_hot_bps)
     credited = funding >= 0 if crowd > 0 else funding < 0
     s_o = clip((oi_chg_24h - abs(price_chg_24h)) / s.oi_build_full) if credited else 0.0
-    w = (s.weight_funding, s.weight_premium, s.weight_oi_build)
-    if sum(w) <= 0:
+    parts = [(s.weight_funding, s_f), (s.weight_premium, s_p), (s.weight_oi_build, s_o)]
+    if not math.isnan(fuel_to_depth):
+        parts.append((s.weight_fuel, clip(fuel_to_depth / s.fuel_depth_hot)))
+    if not math.isnan(depth_ratio):
+        parts.append((s.weight_liquidity, clip((1 - depth_ratio) / (1 - s.air_depth_ratio))))
+    total = sum(w for w, _ in parts)
+    if total <= 0:
         return 0.0
-    return 100 * (w[0] * s_f + w[1] * s_p + w[2] * s_o) / sum(w)
+    return 100 * sum(w * x for w, x in parts) / total
+
+
+def rising_minutes(sums: MinuteSums, minute: int) -> float:
+    """Consecutive rises of the per-minute sums, walking back from the last completed minute."""
+    rises = 0
+    for m in range(minute - 1, minute - RECENT_RING + 1, -1):
+        if not sums.total(m) > sums.total(m - 1):
+            break
+        rises += 1
+    return float(rises)
 
 
 # --- 6. a whole slot --------------------------------------------------------------------------------------
@@ -225,6 +243,9 @@ class RefSlot:
     )
     liq_minutes: tuple[MinuteSums, MinuteSums] = field(
         default_factory=lambda: (MinuteSums(MIN_RING), MinuteSums(MIN_RING))
+    )
+    recent: tuple[MinuteSums, MinuteSums] = field(
+        default_factory=lambda: (MinuteSums(RECENT_RING), MinuteSums(RECENT_RING))
     )
     t_first: float = math.inf
     liq_base_held: list[float] = field(default_factory=lambda: [math.nan, math.nan])
@@ -245,6 +266,7 @@ class RefSlot:
     oi_min: Buckets = field(default_factory=lambda: Buckets(60.0, MIN_RING))
     fund_min: Buckets = field(default_factory=lambda: Buckets(60.0, MIN_RING))
     depth_10s: Buckets = field(default_factory=depth_buckets)
+    spread_10s: Buckets = field(default_factory=depth_buckets)
     totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TOTAL_NAMES, 0.0))
 
     def set_price(self, t: float, price: float) -> None:
@@ -301,6 +323,7 @@ def reference_apply(
             slot.events[f"liq_fast_{side}"].append((t, b))
             if stage[i, side] < TRIGGERED:
                 slot.liq_minutes[side].add(math.floor(t / 60), b)
+            slot.recent[side].add(math.floor(t / 60), b)
             slot.totals["liq_long_usd" if side == 0 else "liq_short_usd"] += b
             slot.totals["liquidations"] += 1
         elif kind == FUNDING:
@@ -320,14 +343,21 @@ def reference_apply(
             if t >= slot.depth_t:
                 slot.depth, slot.spread, slot.depth_t = b, c, t
                 slot.depth_10s.put(t, b)
+                slot.spread_10s.put(t, c)
         slot.t_first = min(slot.t_first, t)
     return np.array([rejects[r] for r in REJECT_REASONS], dtype=np.int64)
 
 
+def _ratio(x: float, y: float) -> float:
+    return x / y if y > 0 else math.nan
+
+
 def reference_features(
-    slot: RefSlot, now: float, s: DetectorSettings, stage: Sequence[int] = (0, 0)
+    slot: RefSlot, now: float, s: DetectorSettings, stage: Sequence[int] = (0, 0), tradfi_closed: float = 0.0,
+    assets_active: float = 0.0,
 ) -> dict[str, float]:
-    """Every feature except the episode columns, as of ``now``."""
+    """Every feature a fresh slot's first evaluation computes, except the episode columns, as of ``now``. The
+    engine-filled columns are NaN (no Hawkes or fuel state), so is the impact ratio (no baseline yet)."""
     out: dict[str, float] = {"price": slot.price}
     sec = math.floor(now)
     r1 = slot.seconds.log_change(sec, 60, False)
@@ -379,13 +409,25 @@ def reference_features(
         "depth1_usd": slot.depth,
         "spread_bps": slot.spread,
     }
-    med = completed_median(slot.depth_10s)
-    out["depth_ratio"] = slot.depth / med if med > 0 else math.nan
+    out["depth_ratio"] = _ratio(slot.depth, completed_median(slot.depth_10s))
+    out["spread_ratio"] = _ratio(slot.spread, completed_median(slot.spread_10s))
+    external = FEATURE_NAMES[FEATURE_NAMES.index("branching_long"):FEATURE_NAMES.index("fuel_to_depth_long")]
+    out |= dict.fromkeys(external, math.nan)
+    net = abs(buy - sell) / 1e6
+    out["impact_bps_per_musd"] = abs(r1) * 1e4 / net if net > 0 and not math.isnan(r1) else math.nan
+    out["impact_ratio"] = math.nan
+    out |= {"tradfi_closed": tradfi_closed, "assets_active": assets_active}
+    for side, name in enumerate(("long", "short")):
+        out[f"liq_to_depth_{name}"] = _ratio(out[f"liq_rate_{name}"], slot.depth)
+        out[f"liq_accel_{name}"] = rising_minutes(slot.recent[side], minute)
+        out[f"fuel_to_depth_{name}"] = math.nan
     for crowd, name in ((1.0, "long"), (-1.0, "short")):
         out[f"overheat_{name}"] = overheat_score(
-            crowd, slot.funding, pct, n_pct, out["premium_bps"], out["oi_chg_24h"], out["price_chg_24h"], s
+            crowd, slot.funding, pct, n_pct, out["premium_bps"], out["oi_chg_24h"], out["price_chg_24h"],
+            out[f"fuel_to_depth_{name}"], out["depth_ratio"], s,
         )
-    assert set(out) == set(FEATURE_NAMES) - {"oi_chg_episode_long", "oi_chg_episode_short"}
+    episode = {"oi_chg_episode_long", "oi_chg_episode_short", "retrace_long", "retrace_short"}
+    assert set(out) == set(FEATURE_NAMES) - episode
     return out
 
 

@@ -29,8 +29,11 @@ SIDE_NAMES: Final = ("long", "short")
 
 CALM: Final = 0
 SHOCK: Final = 1
+AIR_POCKET: Final = 2
 TRIGGERED: Final = 3
-CASCADE: Final = 4
+CASCADE: Final = 4  # forced selling
+THIN_BOOK: Final = 5
+SNOWBALL: Final = 6
 FLUSHED: Final = 7
 
 # --- exponentially decayed accumulators (acc, acc_t columns) ------------------------------------------
@@ -46,18 +49,22 @@ N_VALUE_TIMES: Final = 5
 # --- rings ----------------------------------------------------------------------------------------------
 SEC_RING: Final = 900  # last price per second, 15 min
 MIN_RING: Final = 1440  # last value (liquidations: the sum) per minute, 24 h
-DEPTH_RING: Final = 360  # 1 %-depth per 10 s, 1 h
+DEPTH_RING: Final = 360  # 1 %-depth (and spread) per 10 s, 1 h
 DEPTH_BUCKET_S: Final = 10.0
+RECENT_RING: Final = 5  # per-minute liquidation sums of every minute, episodes included: acceleration
+SWEEP_WINDOW_S: Final = 600.0  # clusters swept this recently count towards a snowball
 
 # --- hold-condition timers (cond_since[..., k]) -------------------------------------------------------
 TM_TRIGGER: Final = 0  # since when liq_ratio >= liq_trigger_ratio
 TM_EXHAUST: Final = 1  # since when liq_ratio < exhaust_ratio
-TM_ACTIVE: Final = 2  # the last time the shock condition held (stage 1 timeout)
-N_TIMERS: Final = 3
+TM_ACTIVE: Final = 2  # the last time the shock or air-pocket condition held (stage 1-2 timeout)
+TM_AIR: Final = 3  # since when the air-pocket condition holds
+N_TIMERS: Final = 4
 
 # --- changed[slot, side] bits -------------------------------------------------------------------------
 CHANGED_STAGE: Final = 1
 CHANGED_OVERHEAT: Final = 2
+CHANGED_PAUSE: Final = 4  # an exhausted episode without recovery signs paused, or went on
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     "price",
@@ -92,6 +99,39 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "overheat_short",
     "oi_chg_episode_long",
     "oi_chg_episode_short",
+    "spread_ratio",
+    "liq_to_depth_long",
+    "liq_to_depth_short",
+    "impact_bps_per_musd",
+    "impact_ratio",
+    "liq_accel_long",
+    "liq_accel_short",
+    "retrace_long",
+    "retrace_short",
+    "tradfi_closed",
+    "assets_active",
+    # filled by the engine from the Hawkes and fuel-map states before each evaluation
+    "branching_long",
+    "branching_short",
+    "branching_prev_long",
+    "branching_prev_short",
+    "branching_moment_long",
+    "branching_moment_short",
+    "fuel_below_1pct_usd",
+    "fuel_below_2pct_usd",
+    "fuel_below_5pct_usd",
+    "fuel_below_10pct_usd",
+    "fuel_above_1pct_usd",
+    "fuel_above_2pct_usd",
+    "fuel_above_5pct_usd",
+    "fuel_above_10pct_usd",
+    "sweeps_long",
+    "sweeps_short",
+    "fuel_calibration_long",
+    "fuel_calibration_short",
+    # computed from the two above
+    "fuel_to_depth_long",
+    "fuel_to_depth_short",
 )
 (
     F_PRICE,
@@ -126,7 +166,41 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     F_OVERHEAT_SHORT,
     F_OI_CHG_EPISODE_LONG,
     F_OI_CHG_EPISODE_SHORT,
+    F_SPREAD_RATIO,
+    F_LIQ_TO_DEPTH_LONG,
+    F_LIQ_TO_DEPTH_SHORT,
+    F_IMPACT,
+    F_IMPACT_RATIO,
+    F_LIQ_ACCEL_LONG,
+    F_LIQ_ACCEL_SHORT,
+    F_RETRACE_LONG,
+    F_RETRACE_SHORT,
+    F_TRADFI_CLOSED,
+    F_ASSETS_ACTIVE,
+    F_BRANCHING_LONG,
+    F_BRANCHING_SHORT,
+    F_BRANCHING_PREV_LONG,
+    F_BRANCHING_PREV_SHORT,
+    F_BRANCHING_MOMENT_LONG,
+    F_BRANCHING_MOMENT_SHORT,
+    F_FUEL_BELOW_1,
+    F_FUEL_BELOW_2,
+    F_FUEL_BELOW_5,
+    F_FUEL_BELOW_10,
+    F_FUEL_ABOVE_1,
+    F_FUEL_ABOVE_2,
+    F_FUEL_ABOVE_5,
+    F_FUEL_ABOVE_10,
+    F_SWEEPS_LONG,
+    F_SWEEPS_SHORT,
+    F_FUEL_CALIB_LONG,
+    F_FUEL_CALIB_SHORT,
+    F_FUEL_TO_DEPTH_LONG,
+    F_FUEL_TO_DEPTH_SHORT,
 ) = range(len(FEATURE_NAMES))
+EXTERNAL_FEATURES: Final = (F_BRANCHING_LONG, F_FUEL_CALIB_SHORT + 1)
+"""The half-open column range the engine fills from the Hawkes and fuel-map states; ``compute_features``
+leaves it alone."""
 N_FEATURES: Final = len(FEATURE_NAMES)
 
 TOTAL_NAMES: Final[tuple[str, ...]] = (
@@ -174,6 +248,17 @@ CONDITIONS: Final[tuple[str, ...]] = (
     "flushed for flushed_hold_s",
     "overheat score >= overheat_hot",
     "overheat score < overheat_exit",
+    "air pocket: 2 of depth_ratio < air_depth_ratio (air_depth_ratio_closed when TradFi is closed), "
+    "spread_ratio >= air_spread_ratio, premium <= -air_premium_bps (against the side), for air_hold_s",
+    "estimated liquidation cluster swept (>= sweep_trigger_share of OI) with liquidations arriving",
+    "thin book: liq_to_depth >= thin_book_ratio, or impact_ratio >= thin_impact_ratio with depth_ratio < 0.5",
+    "snowball: branching >= snowball_branching and not falling",
+    "snowball: liquidations accelerating (3 rising minutes), >= 2 clusters swept in 10 min, "
+    "or >= snowball_assets assets in stage 3+",
+    "depth back: depth_ratio >= flush_depth_ratio",
+    "retraced >= flush_retrace of the episode's move",
+    "exhausted but fewer than flush_min_signs recovery signs: pause, fuel remains",
+    "branching < flush_branching (or unknown)",
 )
 """The words for each bit of ``cond_bits``; "against the side" means mirrored for the short side."""
 (
@@ -192,6 +277,15 @@ CONDITIONS: Final[tuple[str, ...]] = (
     C_FLUSHED_HOLD,
     C_OVERHEATED,
     C_OVERHEAT_EXIT,
+    C_AIR_POCKET,
+    C_CLUSTER_SWEPT,
+    C_THIN_BOOK,
+    C_BRANCHING,
+    C_SNOWBALL_SPREAD,
+    C_DEPTH_BACK,
+    C_RETRACED,
+    C_PAUSED,
+    C_BRANCHING_LOW,
 ) = (1 << k for k in range(len(CONDITIONS)))
 
 
@@ -230,11 +324,18 @@ class DetectorState(NamedTuple):
     # per-minute liquidation USD per side, [slot, side, minute % MIN_RING]: the baseline's history
     liq_min: np.ndarray  # (n, 2, MIN_RING), 0 for a minute without liquidations
     liq_min_last: np.ndarray  # (n, 2) absolute index of the newest minute, -1 before the first
+    liq_recent: np.ndarray  # (n, 2, RECENT_RING): the same sums, never paused by an episode
+    liq_recent_last: np.ndarray
     # 10-s depth ring and the median of its completed buckets
     depth_ring: np.ndarray
     depth_last: np.ndarray
     depth_first: np.ndarray
     depth_med: np.ndarray
+    spread_ring: np.ndarray  # the same 10-s buckets for the spread (bps) and its median
+    spread_last: np.ndarray
+    spread_first: np.ndarray
+    spread_med: np.ndarray
+    impact_base: np.ndarray  # (n,) slow time-weighted mean of impact_bps_per_musd, the thin-book baseline
     totals: np.ndarray  # (n, N_TOTALS)
     features: np.ndarray  # (n, N_FEATURES), filled by evaluate
     # stage machine, [slot, side]
@@ -248,7 +349,12 @@ class DetectorState(NamedTuple):
     oi_at_start: np.ndarray
     liq_base_held: np.ndarray  # the baseline a side's episode is measured against, fixed at stage 3
     peak_stage: np.ndarray  # highest stage of the current (or latest) episode
+    px_at_start: np.ndarray  # price when the episode began, and its most adverse price since: the retrace
+    px_extreme: np.ndarray
+    depth_low: np.ndarray  # lowest depth_ratio of the episode: depth can only "come back" if it went
+    paused: np.ndarray  # 1 while an exhausted episode lacks the recovery signs of a flush (fuel remains)
     overheated: np.ndarray  # hysteresis flag of the overheat score
+    overheat_since: np.ndarray  # when the flag last flipped: it holds at least overheat_dwell_s
     changed: np.ndarray  # CHANGED_* bits set by the latest evaluate
     cond_bits: np.ndarray  # C_* bits that held at the latest change
 
@@ -265,6 +371,7 @@ def allocate(n_slots: int) -> DetectorState:
     oi_min, oi_min_last, oi_min_first = _ring(n, MIN_RING)
     fund_min, fund_min_last, fund_min_first = _ring(n, MIN_RING)
     depth_ring, depth_last, depth_first = _ring(n, DEPTH_RING)
+    spread_ring, spread_last, spread_first = _ring(n, DEPTH_RING)
     return DetectorState(
         t_first=np.full(n, np.inf),
         t_last=np.full(n, -np.inf),
@@ -294,10 +401,17 @@ def allocate(n_slots: int) -> DetectorState:
         fund_min_first=fund_min_first,
         liq_min=np.zeros((n, 2, MIN_RING)),
         liq_min_last=np.full((n, 2), -1, np.int64),
+        liq_recent=np.zeros((n, 2, RECENT_RING)),
+        liq_recent_last=np.full((n, 2), -1, np.int64),
         depth_ring=depth_ring,
         depth_last=depth_last,
         depth_first=depth_first,
         depth_med=np.full(n, np.nan),
+        spread_ring=spread_ring,
+        spread_last=spread_last,
+        spread_first=spread_first,
+        spread_med=np.full(n, np.nan),
+        impact_base=np.full(n, np.nan),
         totals=np.zeros((n, N_TOTALS)),
         features=np.full((n, N_FEATURES), np.nan),
         stage=np.zeros((n, 2), np.int8),
@@ -310,7 +424,12 @@ def allocate(n_slots: int) -> DetectorState:
         oi_at_start=np.full((n, 2), np.nan),
         liq_base_held=np.full((n, 2), np.nan),
         peak_stage=np.zeros((n, 2), np.int8),
+        px_at_start=np.full((n, 2), np.nan),
+        px_extreme=np.full((n, 2), np.nan),
+        depth_low=np.full((n, 2), np.nan),
+        paused=np.zeros((n, 2), np.int8),
         overheated=np.zeros((n, 2), np.int8),
+        overheat_since=np.full((n, 2), -np.inf),
         changed=np.zeros((n, 2), np.int8),
         cond_bits=np.zeros((n, 2), np.int64),
     )

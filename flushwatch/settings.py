@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from collectors.instruments import parse_universe
+from detector.calendar import parse_session
 
 
 class SettingsError(ValueError):
@@ -192,7 +193,16 @@ class DetectorSettings(_Section):
     oi_purge: float = Field(default=0.05, gt=0)
     """Open interest down this fraction from the episode's start counts as purged."""
     funding_neutral_8h: float = 0.0001
+    flush_min_signs: int = Field(default=2, ge=1, le=4)
+    """Recovery signs (OI purged, funding reset, depth back, price retraced) an exhausted episode needs to be
+    called flushed; with fewer it is reported as a pause with fuel remaining."""
+    flush_depth_ratio: float = Field(default=0.7, gt=0)
+    flush_retrace: float = Field(default=0.38, gt=0, le=1)
+    flush_branching: float = Field(default=0.5, gt=0, le=1)
     flushed_hold_s: float = Field(default=300.0, ge=0)
+    tradfi_sessions: tuple[str, ...] = ("America/New_York Mon-Fri 09:30-16:00",)
+    """When traditional markets trade (``"<IANA zone> <days> <HH:MM>-<HH:MM>"``); outside every session the
+    air-pocket depth threshold is ``air_depth_ratio_closed``. See ``detector.calendar``."""
     episode_timeout_s: float = Field(default=1800.0, gt=0)
     # shock
     shock_z1: float = Field(default=3.0, gt=0)
@@ -200,6 +210,37 @@ class DetectorSettings(_Section):
     shock_min_move: float = Field(default=0.003, ge=0)
     shock_imbalance: float = Field(default=0.2, ge=0, le=1)
     shock_timeout_s: float = Field(default=600.0, gt=0)
+    # air pocket (stage 2)
+    air_depth_ratio: float = Field(default=0.3, gt=0, le=1)
+    """1 %-depth below this fraction of its 1-h median counts as withdrawn liquidity."""
+    air_depth_ratio_closed: float = Field(default=0.45, gt=0, le=1)
+    """The same while traditional markets are closed (the calendar): a thinner market is judged sooner."""
+    air_spread_ratio: float = Field(default=3.0, gt=1)
+    air_premium_bps: float = Field(default=5.0, gt=0)
+    """Perp below index by this much (above, for shorts): perps leading the move."""
+    air_hold_s: float = Field(default=10.0, ge=0)
+    # liquidation clusters, thin book (stage 5), snowball (stage 6)
+    sweep_trigger_share: float = Field(default=0.002, gt=0)
+    """Estimated fuel swept in one sweep, as a share of open interest, that triggers stage 3 by itself."""
+    thin_book_ratio: float = Field(default=0.5, gt=0)
+    """Liquidations per minute over 1 %-depth at which forced orders eat the book (SBF's R, realised)."""
+    thin_impact_ratio: float = Field(default=3.0, gt=1)
+    impact_tau_s: float = Field(default=3600.0, gt=0)
+    snowball_branching: float = Field(default=0.8, gt=0, lt=1)
+    snowball_assets: int = Field(default=3, ge=2)
+    hawkes_window_s: float = Field(default=900.0, gt=0)
+    hawkes_refit_s: float = Field(default=5.0, gt=0)
+    hawkes_beta_min: float = Field(default=0.02, gt=0)
+    """Kernel decay bounds (1/s): consecutive large liquidations are seconds apart."""
+    hawkes_beta_max: float = Field(default=2.0, gt=0)
+    # liquidation-fuel map (an estimate)
+    fuel_leverage: tuple[float, ...] = (2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 50.0)
+    fuel_leverage_weight: tuple[float, ...] = (0.18, 0.18, 0.30, 0.18, 0.08, 0.05, 0.03)
+    """Share of new open interest at each leverage: measured on-chain positions are mostly below 10x
+    (Hyperliquid, Dec 2025: 36 % at 0-3x, 48 % at 3-7x, 16 % above), not the 25-100x most heatmaps assume."""
+    fuel_mmr: float = Field(default=0.005, ge=0, lt=0.5)
+    fuel_half_life_s: float = Field(default=7 * 86400.0, gt=0)
+    fuel_bucket_width: float = Field(default=0.0025, gt=0, lt=0.05)
     flow_tau_s: float = Field(default=60.0, gt=0)
     vol_halflife_s: float = Field(default=3600.0, gt=0)
     vol_floor_1m: float = Field(default=0.001, gt=0)
@@ -208,6 +249,8 @@ class DetectorSettings(_Section):
     # overheating
     overheat_hot: float = Field(default=60.0, ge=0, le=100)
     overheat_exit: float = Field(default=50.0, ge=0, le=100)
+    overheat_dwell_s: float = Field(default=300.0, ge=0)
+    """The overheated flag keeps a new value at least this long (hysteresis in time as well as in level)."""
     funding_warm_8h: float = 0.0003
     """Funding (in the crowded side's favour) that scores 0.5 of the funding anchor."""
     funding_hot_8h: float = Field(default=0.0005, gt=0)
@@ -221,6 +264,11 @@ class DetectorSettings(_Section):
     weight_funding: float = Field(default=0.45, ge=0)
     weight_premium: float = Field(default=0.25, ge=0)
     weight_oi_build: float = Field(default=0.30, ge=0)
+    fuel_depth_hot: float = Field(default=2.0, gt=0)
+    """Estimated fuel within 2 % over 1 %-depth that scores the whole fuel component."""
+    weight_fuel: float = Field(default=0.15, ge=0)
+    weight_liquidity: float = Field(default=0.10, ge=0)
+    """Fuel and liquidity count only where they are known (a depth feed, an OI history)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> DetectorSettings:
@@ -230,6 +278,16 @@ class DetectorSettings(_Section):
             raise ValueError("cascade_ratio must not be below liq_trigger_ratio")
         if self.overheat_exit > self.overheat_hot:
             raise ValueError("overheat_exit must not exceed overheat_hot (hysteresis)")
+        if len(self.fuel_leverage) != len(self.fuel_leverage_weight) or not self.fuel_leverage:
+            raise ValueError("fuel_leverage and fuel_leverage_weight must have the same, non-zero length")
+        if min(self.fuel_leverage) <= 1.0 or min(self.fuel_leverage_weight) < 0 or sum(self.fuel_leverage_weight) <= 0:
+            raise ValueError("fuel_leverage must be above 1x and fuel_leverage_weight non-negative, not all zero")
+        for session in self.tradfi_sessions:
+            parse_session(session)
+        if self.hawkes_beta_min >= self.hawkes_beta_max:
+            raise ValueError("hawkes_beta_min must be below hawkes_beta_max")
+        if self.air_depth_ratio > self.air_depth_ratio_closed:
+            raise ValueError("air_depth_ratio_closed must not be below air_depth_ratio (a closed market is thinner)")
         if self.liq_baseline_min_minutes > self.liq_baseline_window_min:
             raise ValueError("liq_baseline_min_minutes must not exceed liq_baseline_window_min")
         if self.liq_baseline_lag_min + self.liq_baseline_window_min > 1440:

@@ -22,8 +22,8 @@ STAGE_NAMES: Final[dict[int, str]] = {
     6: "snowball",
     7: "flushed",
 }
-"""Stages numbered as in the framework. This version of the detector reaches 0, 1, 3, 4 and 7; stage 0 is
-reported as ``overheated`` when the overheating score is in its hot band."""
+"""Stages numbered as in the framework (``detector.stages`` says what each one means); stage 0 is reported as
+``overheated`` when the overheating score is in its hot band."""
 
 OVERHEATED_NAME: Final = "overheated"
 
@@ -48,6 +48,8 @@ class SideState(msgspec.Struct, frozen=True, gc=False):
     stage_name: str
     overheat_score: float
     episode_id: str
+    paused: bool = False
+    """The episode's liquidations are exhausted but it lacks the recovery signs of a flush: fuel remains."""
 
 
 class VenueView(msgspec.Struct, frozen=True, gc=False, array_like=True):

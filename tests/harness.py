@@ -11,6 +11,8 @@ from collectors.instruments import Instrument
 from collectors.queue import EventQueue
 from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
 from flushwatch.events import Event
+from flushwatch.fake.scenario import Scenario
+from flushwatch.signals import STAGE_NAMES
 
 
 def fast_settings(ws_url: str, **overrides: Any) -> ConnectionSettings:
@@ -49,3 +51,29 @@ class RunningCollector:
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.drain() if isinstance(e, kind)]
+
+
+def assert_flush_story(events: list[dict[str, Any]], scenario: Scenario) -> None:
+    """The scripted flush as MQTT events tell it: BTC's longs rise through the stages (which ones depends on how
+    the book and the liquidations arrive) to flushed with open interest purged, then calm, in one episode and each
+    change inside the scripted phase that justifies it; SOL is overheated but never crashes."""
+    btc = [e for e in events if e["asset"] == "BTC" and e["side"] == "long"]
+    moves = [(e["stage_from"], e["stage"]) for e in btc if e["stage"] != e["stage_from"]]
+    visited = [0] + [to for _, to in moves]
+    assert visited[:2] == [0, 1] and visited[-2:] == [7, 0], moves
+    assert visited[:-1] == sorted(set(visited[:-1])) and max(visited[:-2]) >= 4, moves
+    cascade = next(e for e in btc if 4 <= e["stage"] < 7)
+    assert cascade["stage_name"] == STAGE_NAMES[cascade["stage"]]
+    assert cascade["evidence"]["liq_ratio_long"] >= cascade["thresholds"]["liq_trigger_ratio"]
+    flushed = next(e for e in btc if e["stage"] == 7)
+    assert flushed["evidence"]["oi_chg_episode_long"] < 0  # open interest purged
+    assert len({e["episode_id"] for e in btc if e["stage"] != 0}) == 1
+    active = {"shock", "cascade"}
+    expected = {1: {"shock"}, 2: active, 3: active, 4: active, 5: active, 6: active, 7: {"recovery"},
+                0: {"recovery", "build_up"}}
+    for event in btc:
+        t = scenario.offset_s(event["ts_ns"])
+        assert scenario.phase_at("BTC", max(t, 0.0)).name in expected[event["stage"]], (event["stage"], t)
+    sol = [e for e in events if e["asset"] == "SOL"]
+    assert sol and all(e["stage"] == 0 for e in sol) and any(e["stage_name"] == "overheated" for e in sol)
+

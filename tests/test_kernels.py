@@ -25,6 +25,8 @@ from detector.state import (
     F_LIQ_BASE_SHORT,
     F_OI_CHG_EPISODE_LONG,
     F_OI_CHG_EPISODE_SHORT,
+    F_RETRACE_LONG,
+    F_RETRACE_SHORT,
     FEATURE_NAMES,
     LONG,
     MIN_RING,
@@ -232,15 +234,20 @@ maybe_nan = st.one_of(st.just(math.nan), st.floats(-1.0, 1.0))
     premium=st.one_of(st.just(math.nan), st.floats(-30.0, 30.0)),
     oi24=maybe_nan,
     px24=maybe_nan,
+    fuel=st.one_of(st.just(math.nan), st.floats(0.0, 10.0)),
+    depth_ratio=st.one_of(st.just(math.nan), st.floats(0.0, 3.0)),
     hot=st.sampled_from([0.0004, 0.0005, 0.0008]),
-    weights=st.tuples(*[st.sampled_from([0.0, 0.25, 0.45]) for _ in range(3)]),
+    weights=st.tuples(*[st.sampled_from([0.0, 0.25, 0.45]) for _ in range(5)]),
 )
-def test_overheat_score_matches_reference(crowd, funding, pct, n_pct, premium, oi24, px24, hot, weights) -> None:
+def test_overheat_score_matches_reference(
+    crowd, funding, pct, n_pct, premium, oi24, px24, fuel, depth_ratio, hot, weights
+) -> None:
     s = DetectorSettings(
-        funding_hot_8h=hot, weight_funding=weights[0], weight_premium=weights[1], weight_oi_build=weights[2]
+        funding_hot_8h=hot, weight_funding=weights[0], weight_premium=weights[1], weight_oi_build=weights[2],
+        weight_fuel=weights[3], weight_liquidity=weights[4],
     )
-    got = K.overheat_score(crowd, funding, pct, n_pct, premium, oi24, px24, pack(s))
-    _close(got, R.overheat_score(crowd, funding, pct, n_pct, premium, oi24, px24, s))
+    got = K.overheat_score(crowd, funding, pct, n_pct, premium, oi24, px24, fuel, depth_ratio, pack(s))
+    _close(got, R.overheat_score(crowd, funding, pct, n_pct, premium, oi24, px24, fuel, depth_ratio, s))
     assert 0.0 <= got <= 100.0
 
 
@@ -316,10 +323,10 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag, base
     now = max((r[2] for r in batch if math.isfinite(r[2]) and r[2] > 0), default=1_700_000_000.0) + lag
     for i, ref in enumerate(ref_slots):
         np.testing.assert_allclose(state.totals[i], R.reference_totals(ref), rtol=RTOL)
-        K.compute_features(state, i, now, p)
+        K.compute_features(state, i, now, p, 0.0, 0.0)
         expected = R.reference_features(ref, now, s, state.stage[i])
         for k, name in enumerate(FEATURE_NAMES):
-            if k not in (F_OI_CHG_EPISODE_LONG, F_OI_CHG_EPISODE_SHORT):
+            if k not in (F_OI_CHG_EPISODE_LONG, F_OI_CHG_EPISODE_SHORT, F_RETRACE_LONG, F_RETRACE_SHORT):
                 try:
                     _close(state.features[i, k], expected[name])
                 except AssertionError as exc:
@@ -334,7 +341,7 @@ def _liquidations(state, p, times, usd, sides) -> None:
 
 
 def _base(state, p, now: float) -> tuple[float, float]:
-    K.compute_features(state, 0, now, p)
+    K.compute_features(state, 0, now, p, 0.0, 0.0)
     return state.features[0, F_LIQ_BASE_LONG], state.features[0, F_LIQ_BASE_SHORT]
 
 
@@ -416,12 +423,13 @@ def test_the_baseline_fits_in_the_minute_ring_and_funding_anchors_rise() -> None
 def test_funding_anchor_follows_its_settings() -> None:
     s = DetectorSettings(funding_warm_8h=0.0002, funding_max_8h=0.002, funding_pct_min_samples=10)
     p = pack(s)
-    score = {x: K.overheat_score(1.0, x, 0.5, 0, 0.0, math.nan, math.nan, p) for x in (0.0002, 0.0005, 0.002)}
+    unknown = (math.nan,) * 4  # OI and price changes, fuel, depth
+    score = {x: K.overheat_score(1.0, x, 0.5, 0, 0.0, *unknown, p) for x in (0.0002, 0.0005, 0.002)}
     w = 100 * s.weight_funding / (s.weight_funding + s.weight_premium + s.weight_oi_build)
     assert score == pytest.approx({0.0002: 0.5 * w, 0.0005: 0.8 * w, 0.002: w})
     # the percentile counts from funding_pct_min_samples on: rank 0.95 lifts a low rate to the full anchor
-    assert K.overheat_score(1.0, 0.0001, 0.95, 9, 0.0, math.nan, math.nan, p) == 0.0
-    assert K.overheat_score(1.0, 0.0001, 0.95, 10, 0.0, math.nan, math.nan, p) == pytest.approx(w)
+    assert K.overheat_score(1.0, 0.0001, 0.95, 9, 0.0, math.nan, math.nan, math.nan, math.nan, p) == 0.0
+    assert K.overheat_score(1.0, 0.0001, 0.95, 10, 0.0, math.nan, math.nan, math.nan, math.nan, p) == pytest.approx(w)
 
 
 # --- batch builder, params, helpers ---------------------------------------------------------------------------

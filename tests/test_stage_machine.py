@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 
 from detector.batch import BatchBuilder
-from detector.kernels import apply_batch, evaluate
+from detector.kernels import apply_batch
 from detector.params import pack
+from detector.stages import evaluate
 from detector.state import (
+    C_AIR_POCKET,
+    C_BRANCHING,
     C_CASCADE_FLOW,
     C_CASCADE_RATIO,
     C_EXHAUST_TIMEOUT,
@@ -30,13 +33,21 @@ from detector.state import (
     C_OI_PURGED,
     C_OVERHEAT_EXIT,
     C_OVERHEATED,
+    C_PAUSED,
+    C_RETRACED,
     C_SHOCK_FLOW,
     C_SHOCK_MOVE,
     C_SHOCK_TIMEOUT,
     C_SHOCK_Z,
+    C_SNOWBALL_SPREAD,
+    C_THIN_BOOK,
     C_TRIGGER_HELD,
     CHANGED_OVERHEAT,
+    CHANGED_PAUSE,
     CHANGED_STAGE,
+    CONDITIONS,
+    F_BRANCHING_LONG,
+    F_BRANCHING_PREV_LONG,
     LONG,
     SHORT,
     SIDE_NAMES,
@@ -86,6 +97,10 @@ class Sim:
     funding: float = 0.0001
     premium_bps: float = 1.0
     liq_spread: float = 0.3  # a liquidation at rate r is r * uniform(1 - spread, 1 + spread) USD
+    depth_scale: float = 1.0  # the book's depth relative to its usual 1e7/2.5e7/5e7 USD per side
+    spread_bps: float = 0.5
+    tradfi_closed: float = 0.0
+    external: dict[int, float] = field(default_factory=dict)  # engine-filled features (Hawkes, fuel map)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     changes: list[Change] = field(default_factory=list)
     ratios: dict[float, tuple[float, float]] = field(default_factory=dict)  # t -> liq_ratio long, short
@@ -169,9 +184,9 @@ class Sim:
                 ts_event=_ns(t + 0.95),
                 ts_recv=0,
                 mid=self.price,
-                spread_bps=0.5,
-                bid_usd=(1e7, 2.5e7, 5e7),
-                ask_usd=(1e7, 2.5e7, 5e7),
+                spread_bps=self.spread_bps,
+                bid_usd=tuple(x * self.depth_scale for x in (1e7, 2.5e7, 5e7)),
+                ask_usd=tuple(x * self.depth_scale for x in (1e7, 2.5e7, 5e7)),
                 reach_bps=150.0,
             ),
             0,
@@ -179,7 +194,9 @@ class Sim:
         rejects = apply_batch(self.state, *b.columns(), self.p)
         assert rejects.sum() == 0
         self.t = t + 1.0
-        n_changed = evaluate(self.state, self.t, self.mask, self.p)
+        for column, value in self.external.items():
+            self.state.features[0, column] = value
+        n_changed = evaluate(self.state, self.t, self.mask, self.p, self.tradfi_closed)
         ev = evidence(self.state, 0)
         self.ratios[self.t] = (ev["liq_ratio_long"], ev["liq_ratio_short"])
         if n_changed:
@@ -250,7 +267,7 @@ SHOCK_DRIFT = math.log(0.994) / 60  # -0.6 % in a minute
 
 def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     sim = warm()
-    sim.funding = 0.0003  # above neutral: only the OI purge can declare the flush
+    sim.funding = 0.0003  # above neutral: a purge alone is one recovery sign of the two a flush needs
     # 1. shock: price down 0.6 %/min on heavy taker selling, liquidations still calm
     n = sim.run(90, drift=SHOCK_DRIFT, sell=100_000, until=in_stage(LONG, 1))
     assert n < 90 and sim.stages() == (1, 0)
@@ -284,25 +301,33 @@ def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     assert casc.t - trig.t >= 1 and sim.state.episode_start[0, LONG] == episode  # same episode
     admitted = sim.state.liq_min[0, LONG].sum()  # the calm hour's, and ~0.7 MUSD in stages 0-1 since
 
-    # 3. liquidations stop while OI unwinds 10 % in 2 minutes: exhausted for 60 s with OI purged -> flushed
+    # 3. liquidations stop while OI unwinds 10 % in 2 minutes: exhausted for 60 s with OI purged, but funding is
+    # still hot -- one recovery sign of the two needed: a pause, fuel remains
     sim.run(120, oi_drift=math.log(0.9) / 120)
-    n = sim.run(600, until=in_stage(LONG, 7))
-    assert n < 600
+    n = sim.run(600, until=lambda sim: bool(sim.state.paused[0, LONG]))
+    assert n < 600 and sim.stages() == (4, 0)
+    pause = sim.changes[-1]
+    assert pause.changed == CHANGED_PAUSE and pause.bits & C_PAUSED and pause.bits & C_OI_PURGED
+    assert not pause.bits & C_FUNDING_RESET
+    # 4. funding back to neutral: the second sign -> flushed
+    sim.funding = 0.00005
+    n = sim.run(5, until=in_stage(LONG, 7))
+    assert n == 1
     flushed = sim.stage_changes("long")[-1]
     assert (flushed.stage_from, flushed.stage) == (4, 7)
-    assert flushed.bits & C_EXHAUSTED and flushed.bits & C_OI_PURGED
-    assert flushed.evidence["liq_ratio_long"] < TH["exhaust_ratio"]
+    assert flushed.bits & C_EXHAUSTED and flushed.bits & C_OI_PURGED and flushed.bits & C_FUNDING_RESET
+    assert flushed.evidence["liq_ratio_long"] < TH["exhaust_ratio"] and not sim.state.paused[0, LONG]
     exhaust_line = SETTINGS.exhaust_ratio
-    assert flushed.t - sim.held_since(flushed.t, LONG, lambda r: r < exhaust_line) == SETTINGS.exhaust_hold_s
+    assert flushed.t - sim.held_since(flushed.t, LONG, lambda r: r < exhaust_line) > SETTINGS.exhaust_hold_s
     assert flushed.evidence["oi_chg_episode_long"] <= TH["oi_purge_log_chg"]
-    assert flushed.evidence["funding_8h"] > TH["funding_neutral_8h"]
+    assert flushed.evidence["funding_8h"] <= TH["funding_neutral_8h"]
     # the episode's own liquidations (~0.7 MUSD in stages 3-7) did not feed the baseline minutes, and the whole
     # episode was measured against the baseline it started from
     episode_usd = sim.state.totals[0, T_LIQ_LONG_USD] - admitted
     assert episode_usd > 5e5 and sim.state.liq_min[0, LONG].sum() == admitted
     assert flushed.evidence["liq_base_long"] == trig.evidence["liq_base_long"]
 
-    # 4. calm: back to 0 after flushed_hold_s
+    # 5. calm: back to 0 after flushed_hold_s
     sim.run(int(SETTINGS.flushed_hold_s) + 5)
     done = sim.stage_changes("long")[-1]
     assert (done.stage_from, done.stage) == (7, 0) and done.bits & C_FLUSHED_HOLD
@@ -320,9 +345,12 @@ def test_short_squeeze_mirrors_the_flush_on_the_short_side() -> None:
     # liquidations stop, OI stays: exhausted, but neither purged nor reset -> still a cascade
     sim.run(400)
     assert sim.stages() == (0, 4) and sim.ratios[sim.t][SHORT] < TH["exhaust_ratio"]
-    sim.funding = -0.00005  # funding back above -neutral: the flush is done
-    n = sim.run(5, until=in_stage(SHORT, 7))
-    assert n == 1
+    sim.funding = -0.00005  # funding back above -neutral: one sign, a pause
+    sim.run(5)
+    assert sim.stages() == (0, 4) and sim.state.paused[0, SHORT] == 1
+    # price gives back 38 % of the squeeze: the second sign, the flush is done
+    n = sim.run(600, drift=SHOCK_DRIFT / 3, until=in_stage(SHORT, 7))
+    assert n < 600
     sim.run(int(SETTINGS.flushed_hold_s) + 5)
     changes = sim.stage_changes("short")
     assert [(c.stage_from, c.stage) for c in changes] == [(0, 1), (1, 3), (3, 4), (4, 7), (7, 0)]
@@ -330,8 +358,9 @@ def test_short_squeeze_mirrors_the_flush_on_the_short_side() -> None:
     assert shock.evidence["z1"] >= TH["shock_z1"] or shock.evidence["z5"] >= TH["shock_z5"]
     assert shock.evidence["imbalance"] >= TH["shock_imbalance"] and shock.evidence["r1m"] > 0
     assert trig.evidence["liq_ratio_short"] >= TH["liq_trigger_ratio"]
-    assert flushed.bits & C_FUNDING_RESET and not flushed.bits & C_OI_PURGED
+    assert flushed.bits & C_FUNDING_RESET and flushed.bits & C_RETRACED and not flushed.bits & C_OI_PURGED
     assert flushed.evidence["funding_8h"] >= -TH["funding_neutral_8h"]
+    assert flushed.evidence["retrace_short"] >= TH["flush_retrace"]
     assert sim.stage_changes("long") == [] and sim.stages() == (0, 0)
 
 
@@ -438,9 +467,9 @@ def test_cascade_by_forced_selling_share_and_oi_drop() -> None:
 def test_second_leg_returns_from_flushed_to_triggered() -> None:
     sim = warm()
     sim.run(60, liq_long=30_000, until=in_stage(LONG, 3))
-    # funding at neutral: exhaustion alone flushes, once the calm background stops lifting the ratio over
-    # exhaust_ratio now and then (~5.5 minutes here)
-    sim.run(600, until=in_stage(LONG, 7))
+    # funding at neutral and OI unwinding: exhaustion flushes, once the calm background stops lifting the ratio
+    # over exhaust_ratio now and then (~5.5 minutes here)
+    sim.run(600, oi_drift=math.log(0.9) / 600, until=in_stage(LONG, 7))
     assert sim.stages()[0] == 7 and sim.stage_changes("long")[-1].bits & C_FUNDING_RESET
     sim.run(60, liq_long=30_000, until=in_stage(LONG, 3))
     leg = sim.stage_changes("long")[-1]
@@ -476,13 +505,16 @@ def test_overheat_score_rises_with_funding_premium_and_oi_build_with_hysteresis(
     assert len(hot) == 1 and hot[0].side == "long" and hot[0].bits & C_OVERHEATED
     assert hot[0].evidence["overheat_long"] >= TH["overheat_hot"] > calm_score
     ev = evidence(sim.state, 0)
-    assert ev["overheat_long"] == pytest.approx(100.0)
+    # every scored component full, except liquidity: the book sits at its own median (no fuel map in this sim)
+    scored = SETTINGS.weight_funding + SETTINGS.weight_premium + SETTINGS.weight_oi_build
+    assert ev["depth_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert ev["overheat_long"] == pytest.approx(100.0 * scored / (scored + SETTINGS.weight_liquidity), rel=0.01)
     assert ev["funding_pct"] > 0.95 and ev["oi_chg_24h"] == pytest.approx(math.log(1.2), rel=0.02)
     assert ev["overheat_short"] == 0.0
     assert stage_name(int(sim.state.stage[0, LONG]), bool(sim.state.overheated[0, LONG])) == "overheated"
 
     # cooling to the band between exit and hot: the flag holds
-    sim.funding, sim.premium_bps = 0.0003, 0.0
+    sim.funding, sim.premium_bps = 0.00035, 0.0
     sim.run(600)
     score = evidence(sim.state, 0)["overheat_long"]
     assert TH["overheat_exit"] <= score < TH["overheat_hot"]
@@ -495,3 +527,75 @@ def test_overheat_score_rises_with_funding_premium_and_oi_build_with_hysteresis(
     assert len(cold) == 1 and cold[0].bits & C_OVERHEAT_EXIT
     assert cold[0].evidence["overheat_long"] < TH["overheat_exit"]
     assert sim.state.overheated[0].tolist() == [0, 0] and sim.stages() == (0, 0)
+
+
+# --- stages 2, 5 and 6 -------------------------------------------------------------------------------------
+
+
+def test_air_pocket_needs_two_signs_against_the_side_and_is_judged_sooner_while_tradfi_is_closed() -> None:
+    def pocket(depth: float, spread: float, closed: float, drift: float = SHOCK_DRIFT / 6) -> Sim:
+        sim = warm()
+        sim.run(120, drift=drift)  # a slow slide on balanced flow: no shock
+        sim.depth_scale, sim.spread_bps, sim.tradfi_closed = depth, spread, closed
+        sim.run(60, drift=drift, until=in_stage(LONG, 2))
+        return sim
+
+    sim = pocket(0.2, 2.0, 0.0)
+    changes = sim.stage_changes("long")
+    assert [(c.stage_from, c.stage) for c in changes] == [(0, 2)] and sim.stages() == (2, 0)
+    assert describe(changes[0].bits) == [CONDITIONS[k] for k in range(len(CONDITIONS)) if C_AIR_POCKET >> k & 1]
+    assert changes[0].evidence["depth_ratio"] < TH["air_depth_ratio"]
+    assert changes[0].evidence["spread_ratio"] >= TH["air_spread_ratio"]
+    assert pocket(0.2, 0.5, 0.0).stages() == (0, 0)  # one sign is not a pocket
+    assert pocket(0.2, 2.0, 0.0, drift=-SHOCK_DRIFT / 6).stages() == (0, 2)  # the side the price moves against
+    # 40 % of the usual depth: thin enough only while traditional markets are closed
+    assert pocket(0.4, 2.0, 0.0).stages() == (0, 0)
+    closed = pocket(0.4, 2.0, 1.0)
+    assert closed.stages() == (2, 0) and closed.stage_changes("long")[0].evidence["tradfi_closed"] == 1.0
+    # liquidations then trigger stage 3 in the same episode; the book coming back does not undo the pocket
+    episode = sim.state.episode_start[0, LONG]
+    sim.run(60, liq_long=30_000, until=in_stage(LONG, 3))
+    assert sim.stages()[0] == 3 and sim.state.episode_start[0, LONG] == episode
+
+
+def cascade(sim: Sim, liq: float = 30_000) -> None:
+    sim.run(120, drift=SHOCK_DRIFT / 3, sell=60_000, liq_long=liq, until=in_stage(LONG, 4))
+    assert sim.stages()[0] == 4
+
+
+def test_thin_book_when_liquidations_per_minute_outgrow_the_depth() -> None:
+    sim = warm()
+    cascade(sim)
+    sim.run(30, drift=SHOCK_DRIFT / 3, sell=60_000, liq_long=30_000)
+    assert sim.stages()[0] == 4  # ~1.8 MUSD/min against 20 MUSD within 1 %: the book absorbs it
+    sim.depth_scale = 0.05
+    n = sim.run(30, drift=SHOCK_DRIFT / 3, sell=60_000, liq_long=30_000, until=in_stage(LONG, 5))
+    assert n < 30
+    thin = sim.stage_changes("long")[-1]
+    assert (thin.stage_from, thin.stage) == (4, 5) and thin.bits & C_THIN_BOOK
+    assert thin.evidence["liq_to_depth_long"] >= TH["thin_book_ratio"]
+    assert not thin.bits & (C_BRANCHING | C_SNOWBALL_SPREAD)
+
+
+def test_snowball_needs_a_high_rising_branching_ratio_and_a_spreading_burst() -> None:
+    def run(branching: float, previous: float) -> Sim:
+        sim = warm()
+        cascade(sim, liq=20_000)
+        sim.run(180, drift=SHOCK_DRIFT / 3, sell=60_000, liq_long=20_000)  # a steady burst: not accelerating
+        sim.external = {F_BRANCHING_LONG: branching, F_BRANCHING_PREV_LONG: previous}
+        for minute in range(4):  # every minute liquidates more than the one before
+            sim.run(60, drift=SHOCK_DRIFT / 3, sell=60_000, liq_long=30_000 * 1.5**minute, until=in_stage(LONG, 6))
+        return sim
+
+    snow = run(0.9, 0.85)
+    change = snow.stage_changes("long")[-1]
+    assert change.stage == 6 and change.bits & C_BRANCHING and change.bits & C_SNOWBALL_SPREAD
+    assert change.evidence["branching_long"] >= TH["snowball_branching"] and change.evidence["liq_accel_long"] >= 2
+    assert run(0.9, 0.95).stages()[0] < 6  # falling
+    assert run(0.6, 0.5).stages()[0] < 6  # too low
+    # exhaustion needs the branching ratio down as well
+    snow.run(300)
+    assert snow.stages()[0] == 6 and not snow.state.paused[0, LONG]
+    snow.external = {F_BRANCHING_LONG: 0.3, F_BRANCHING_PREV_LONG: 0.9}
+    snow.run(5)
+    assert snow.state.paused[0, LONG] == 1
