@@ -283,7 +283,10 @@ class DetectorSettings(_Section):
         if min(self.fuel_leverage) <= 1.0 or min(self.fuel_leverage_weight) < 0 or sum(self.fuel_leverage_weight) <= 0:
             raise ValueError("fuel_leverage must be above 1x and fuel_leverage_weight non-negative, not all zero")
         for session in self.tradfi_sessions:
-            parse_session(session)
+            try:
+                parse_session(session)
+            except ValueError as exc:
+                raise ValueError(f"tradfi_sessions: {exc}") from exc
         if self.hawkes_beta_min >= self.hawkes_beta_max:
             raise ValueError("hawkes_beta_min must be below hawkes_beta_max")
         if self.air_depth_ratio > self.air_depth_ratio_closed:
