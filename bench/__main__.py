@@ -7,11 +7,11 @@ import logging
 import platform
 import time
 
-from bench import collector, detector, latency, memory, replay, venues
+from bench import collector, detector, hawkes, latency, memory, replay, venues
 from bench.common import emit, note
 
 SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run,
-          "venues": venues.run, "replay": replay.run}
+          "venues": venues.run, "replay": replay.run, "hawkes": hawkes.run}
 
 
 def main() -> None:
