@@ -14,6 +14,10 @@ each asset; a feature that is missing or not finite is left out rather than expo
 * ``flushwatch_price_usd``, ``flushwatch_funding_rate_8h_ratio``, ``flushwatch_open_interest_usd``,
   ``flushwatch_premium_ratio``, ``flushwatch_spread_ratio``, ``flushwatch_depth_1pct_usd`` -- ``{asset}``;
 * ``flushwatch_liquidation_rate_usd{asset,side}`` -- liquidated notional per minute (detector's fast average);
+* ``flushwatch_liquidation_intensity_ratio``, ``flushwatch_branching_ratio``,
+  ``flushwatch_liquidations_to_depth_ratio``, ``flushwatch_fuel_calibration_ratio``, ``flushwatch_paused`` --
+  ``{asset,side}``: the evidence of stages 3-7;
+* ``flushwatch_fuel_usd{asset,side,band}`` -- the ESTIMATED liquidation fuel within 1/2/5/10 % of the price;
 * ``flushwatch_liquidations_usd_total{asset,side}``, ``flushwatch_taker_volume_usd_total{asset,side}``,
   ``flushwatch_asset_events_total{asset}`` -- counters since the detector started (a restart is a reset);
 * ``flushwatch_asset_state_timestamp_seconds{asset}`` -- event time of the snapshot, for staleness alerts.
@@ -61,7 +65,16 @@ _SIDE_GAUGES: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
     # (metric, help, {side label: feature})
     ("flushwatch_liquidation_rate_usd", "Liquidated notional per minute by position side (fast average).",
      {"long": "liq_rate_long", "short": "liq_rate_short"}),
+    ("flushwatch_liquidation_intensity_ratio", "Liquidation rate over its baseline (recent hours, and the usual "
+     "level of this hour of the week), by position side.", {"long": "liq_ratio_long", "short": "liq_ratio_short"}),
+    ("flushwatch_branching_ratio", "Hawkes branching ratio of liquidation arrivals (liquidations one liquidation "
+     "triggers; 1 is criticality), by position side.", {"long": "branching_long", "short": "branching_short"}),
+    ("flushwatch_liquidations_to_depth_ratio", "Liquidations per minute over order-book depth within 1 % (above 1: "
+     "forced orders outgrow the book).", {"long": "liq_to_depth_long", "short": "liq_to_depth_short"}),
+    ("flushwatch_fuel_calibration_ratio", "Realised over estimated liquidations after the fuel map's swept "
+     "clusters (1: the estimate was right).", {"long": "fuel_calibration_long", "short": "fuel_calibration_short"}),
 )
+_FUEL_BANDS: Final = ("1pct", "2pct", "5pct", "10pct")
 _SIDE_COUNTERS: Final[tuple[tuple[str, str, dict[str, str]], ...]] = (
     # (metric, help, {side label: key of AssetState.totals})
     ("flushwatch_liquidations_usd_total", "Liquidated notional since the detector started, by position side.",
@@ -158,6 +171,21 @@ class AssetStateCollector(Collector):
             counter = CounterMetricFamily(name, help_text, labels=["asset", "side"])
             self._per_side(counter, states, keys, lambda s: s.totals)
             yield counter
+        fuel = GaugeMetricFamily(
+            "flushwatch_fuel_usd", "ESTIMATED notional of leveraged positions whose liquidation price lies within "
+            "the band of the price: longs below it, shorts above (a model, not observed positions).",
+            labels=["asset", "side", "band"])
+        paused = GaugeMetricFamily("flushwatch_paused", "1 while an exhausted episode lacks the recovery signs of "
+                                   "a flush: a pause, fuel remains.", labels=["asset", "side"])
+        for state in states:
+            for side, where in (("long", "below"), ("short", "above")):
+                for band in _FUEL_BANDS:
+                    if (value := _value(state.features, f"fuel_{where}_{band}_usd")) is not None:
+                        fuel.add_metric([state.asset, side, band], value)
+            for side_state in (state.long, state.short):
+                paused.add_metric([state.asset, side_state.side], float(side_state.paused))
+        yield fuel
+        yield paused
         yield from _venue_families(states)
 
     @staticmethod

@@ -10,10 +10,6 @@ import numpy as np
 from bench.common import Stopwatch, emit
 from detector.batch import DEPTH, FUNDING, LIQ, OI, TRADE
 from detector.engine import Detector, DetectorEngine
-from detector.kernels import apply_batch
-from detector.stages import evaluate
-from detector.params import pack
-from detector.state import allocate
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.redis_client import connect_redis
 from flushwatch.servers import private_redis
@@ -46,34 +42,33 @@ def synthetic_columns(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...
 
 
 def kernels(quick: bool) -> None:
+    """The detector's kernels as ``Detector.ingest`` and ``Detector.step`` run them: state, hour-of-week
+    baselines, Hawkes arrivals and refits, fuel map, features and the stage machine."""
     settings = load_settings()
-    params = pack(settings.detector)
     n = 500_000 if quick else 2_000_000
     cols = synthetic_columns(n, np.random.default_rng(7))
-    state = allocate(INSTRUMENTS)
-    apply_batch(state, *(c[:10] for c in cols), params)  # compile or load from cache
-    evaluate(state, T0 + 1, np.ones(INSTRUMENTS, np.bool_), params, 0.0)
-    state = allocate(INSTRUMENTS)
+    warm = Detector(settings, capacity=INSTRUMENTS)
+    warm.ingest(*(c[:10] for c in cols))  # compile or load from cache
+    warm.step(T0 + 1)
+    detector = Detector(settings, capacity=INSTRUMENTS)
     apply_s = eval_s = 0.0
     evals = 0
-    mask = np.zeros(INSTRUMENTS, np.bool_)
     next_eval = T0 + 1.0
     t = cols[2]
     for start in range(0, n, BATCH):
         chunk = tuple(c[start : start + BATCH] for c in cols)
         began = time.perf_counter()
-        apply_batch(state, *chunk, params)
+        detector.ingest(*chunk)
         apply_s += time.perf_counter() - began
-        mask[chunk[1]] = True
         while t[min(start + BATCH, n) - 1] >= next_eval:
             began = time.perf_counter()
-            evaluate(state, next_eval, mask, params, 0.0)
+            detector.step(next_eval)
             eval_s += time.perf_counter() - began
             evals += 1
             next_eval += 1.0
     emit("detector.kernels.events_per_s", n / apply_s, "events/s", instruments=INSTRUMENTS, events=n)
     emit("detector.kernels.eval_us_per_instrument", eval_s / max(1, evals) / INSTRUMENTS * 1e6, "us",
-         evaluations=evals)
+         evaluations=evals, note="Hawkes refits due, fuel-map query, features, stage machine")
     emit("detector.kernels.with_eval.events_per_s", n / (apply_s + eval_s), "events/s",
          instruments=INSTRUMENTS, event_rate=EVENTS_PER_S, eval_interval_s=1.0)
 

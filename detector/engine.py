@@ -9,11 +9,12 @@ replay of the same stream yields the same signals.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 import numpy as np
@@ -21,6 +22,8 @@ import numpy as np
 from collectors.venues import coverage_of
 from detector.batch import to_columns
 from detector.calendar import TradFiCalendar
+from detector.extras import allocate_extras, apply_extras, fill_external, grow_extras
+from detector.hawkes import hawkes_refit
 from detector.kernels import apply_batch
 from detector.market import MarketView
 from detector.params import pack
@@ -46,6 +49,7 @@ from flushwatch.settings import Settings
 from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
 from flushwatch.streams import (
     DETECTOR_GROUP,
+    baselines_key,
     decode_events,
     encode_batch,
     ensure_group,
@@ -66,6 +70,10 @@ from flushwatch.telemetry import (
 log = logging.getLogger(__name__)
 
 _NEVER = -(1 << 62)
+
+
+FUEL_CALIB_WINDOW_S: Final = 180.0  # realised liquidations this long after a sweep are compared with it
+HAWKES_ITERS: Final = 60
 
 
 def known_coverage(venue: str) -> str:
@@ -100,6 +108,12 @@ class Detector:
         self._params = pack(settings.detector)
         self._thresholds = thresholds(settings.detector)
         self.state = allocate(capacity)
+        self.extras = allocate_extras(capacity)
+        d = settings.detector
+        self._fuel_args = (np.array(d.fuel_leverage), np.array(d.fuel_leverage_weight), d.fuel_mmr,
+                           d.fuel_bucket_width, FUEL_CALIB_WINDOW_S)
+        self._hawkes_args = (d.hawkes_window_s, d.hawkes_refit_s, d.hawkes_beta_min, d.hawkes_beta_max, HAWKES_ITERS)
+        self._fill_args = (d.fuel_half_life_s, d.sweep_trigger_share)
         self._active = np.zeros(capacity, dtype=np.bool_)
         self._recv = np.zeros(capacity, dtype=np.int64)
         self._slots: dict[str, int] = {}
@@ -119,6 +133,7 @@ class Detector:
             if slot >= self._active.shape[0]:
                 capacity = 2 * self._active.shape[0]
                 self.state = _grown(self.state, capacity)
+                self.extras = grow_extras(self.extras, capacity)
                 self._active = _widened(self._active, capacity, False)
                 self._recv = _widened(self._recv, capacity, 0)
                 self._state_due = _widened(self._state_due, capacity, -math.inf)
@@ -163,15 +178,54 @@ class Detector:
         part_slots = slots[start:stop] if start or stop < len(events) else slots
         kind, slot, t, v0, v1, v2, v3, recv = to_columns(part, part_slots)
         np.maximum.at(self._recv, slot, recv)
+        self.ingest(kind, slot, t, v0, v1, v2, v3)
+
+    def baselines(self, keep: Callable[[str], bool] = lambda asset: True) -> bytes:
+        """The hour-of-week baselines of the assets ``keep`` selects, as bytes to persist
+        (``restore_baselines`` reads them)."""
+        season = self.extras.season
+        rows = [slot for slot, asset in enumerate(self.assets) if keep(asset)]
+        out = io.BytesIO()
+        np.savez_compressed(out, assets=np.array([self.assets[r] for r in rows], dtype=str),
+                            median=season.median[rows], spread=season.spread[rows], count=season.count[rows])
+        return out.getvalue()
+
+    def restore_baselines(self, blob: bytes) -> int:
+        """Load what ``baselines`` saved; returns how many assets it covered. Rows of assets already being
+        accumulated are replaced: history of weeks outweighs the minutes since the start."""
+        with np.load(io.BytesIO(blob), allow_pickle=False) as saved:
+            assets = [str(a) for a in saved["assets"]]
+            for row, asset in enumerate(assets):
+                slot = self._slot(asset)
+                season = self.extras.season
+                season.median[slot] = saved["median"][row]
+                season.spread[slot] = saved["spread"][row]
+                season.count[slot] = saved["count"][row]
+        return len(assets)
+
+    def ingest(self, kind: np.ndarray, slot: np.ndarray, t: np.ndarray, v0: np.ndarray, v1: np.ndarray,
+               v2: np.ndarray, v3: np.ndarray) -> None:
+        """The kernels' part of applying a columnar batch (``detector.batch``): state, baselines, arrivals, fuel."""
         self._active[slot] = True
         rejected = apply_batch(self.state, kind, slot, t, v0, v1, v2, v3, self._params)
+        x = self.extras
+        apply_extras(x.season, x.hawkes, x.fuel, x.last_oi, self.state, kind, slot, t, v0, v1, v2, *self._fuel_args)
         for reason, count in zip(REJECT_REASONS, rejected, strict=True):
             if count:
                 DETECTOR_REJECTED.labels(reason).inc(int(count))
 
+    def step(self, now: float) -> None:
+        """The kernels' part of an evaluation at event time ``now``: refit the branching ratios that are due,
+        fill in the companions' outputs, then features and stages."""
+        x = self.extras
+        hawkes_refit(x.hawkes, now, self._active, *self._hawkes_args)
+        fill_external(self.state, x.season, x.hawkes, x.fuel, x.swept_seen, x.swept_ring, x.swept_last, now,
+                      self._active, *self._fill_args)
+        evaluate(self.state, now, self._active, self._params, float(self._calendar.closed(now)))
+
     def _evaluate(self, now: float) -> list[Signal]:
         state = self.state
-        evaluate(state, now, self._active, self._params, float(self._calendar.closed(now)))
+        self.step(now)
         ts = int(now * 1e9)
         signals: list[Signal] = []
         due = self._active & ((state.changed.max(axis=1) != 0) | (self._state_due <= now))
@@ -249,6 +303,7 @@ class DetectorEngine:
     ) -> None:
         self._redis = redis
         self._settings = settings
+        self._shards = list(shards)
         self._keys = [events_key(s) for s in shards]
         self._consumer = consumer
         self._on_signals = on_signals
@@ -259,13 +314,49 @@ class DetectorEngine:
             DETECTOR_REJECTED.labels(reason)
         WRITER_ERRORS.labels("detector")
 
+    async def load_baselines(self) -> None:
+        """Warm the hour-of-week baselines from what the previous run of these shards saved."""
+        for shard in self._shards:
+            try:
+                blob = await self._redis.get(baselines_key(shard))
+            except REDIS_ERRORS as exc:
+                self._warn.warning("detector-baselines", "detector: baselines not loaded: %s", exc)
+                return
+            if blob:
+                try:
+                    n = self.detector.restore_baselines(blob)
+                except (ValueError, KeyError, OSError) as exc:  # a damaged blob costs the history, not the start
+                    self._warn.warning("detector-baselines", "detector: baselines of shard %d unreadable: %s",
+                                       shard, exc)
+                    continue
+                log.info("detector: hour-of-week baselines of %d assets restored (shard %d)", n, shard)
+
+    async def save_baselines(self) -> None:
+        shards = self._settings.shards
+        try:
+            for shard in self._shards:
+                blob = self.detector.baselines(lambda asset, shard=shard: shard_of(asset, shards) == shard)
+                await self._redis.set(baselines_key(shard), blob)
+        except REDIS_ERRORS as exc:
+            WRITER_ERRORS.labels("detector").inc()
+            self._warn.warning("detector-baselines", "detector: baselines not saved: %s", exc)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Process until ``stop`` is set and the streams are drained; our own pending entries go first."""
+        """Process until ``stop`` is set and the streams are drained; our own pending entries go first. The
+        hour-of-week baselines are loaded first, saved every ``baselines_save_s`` and on the way out."""
+        await self.load_baselines()
+        try:
+            await self._run(stop)
+        finally:
+            await self.save_baselines()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         for key in self._keys:
             await ensure_group(self._redis, key, DETECTOR_GROUP, "0")
         cursor = dict.fromkeys(self._keys, "0")
         det = self._settings.detector
         next_pending_check = 0.0
+        next_save = time.monotonic() + det.baselines_save_s
         while True:
             try:
                 reply = await self._redis.xreadgroup(
@@ -290,6 +381,9 @@ class DetectorEngine:
             if time.monotonic() >= next_pending_check:
                 next_pending_check = time.monotonic() + 5.0
                 await self._report_pending()
+            if time.monotonic() >= next_save:
+                next_save = time.monotonic() + det.baselines_save_s
+                await self.save_baselines()
 
     async def _handle(self, entries: list[tuple[str, bytes, dict[Any, Any]]]) -> None:
         events: list[Event] = []

@@ -16,6 +16,7 @@ from numba import njit
 from detector.batch import DEPTH, FUNDING, LIQ, OI, TRADE
 from detector.params import (
     AIR_DEPTH_RATIO,
+    FLOW_BASE_TAU_S,
     FLOW_TAU_S,
     FUEL_DEPTH_HOT,
     FUNDING_HOT_8H,
@@ -28,6 +29,7 @@ from detector.params import (
     LIQ_BASELINE_MIN_MINUTES,
     LIQ_BASELINE_WINDOW_MIN,
     LIQ_FAST_TAU_S,
+    LIQ_FLOOR_OI_FRAC_MIN,
     LIQ_FLOOR_USD_MIN,
     OI_BUILD_FULL,
     PREMIUM_HOT_BPS,
@@ -48,6 +50,10 @@ from detector.state import (
     F_ASSETS_ACTIVE,
     F_DEPTH1_USD,
     F_DEPTH_RATIO,
+    F_DEPTH_RATIO_SEASON,
+    F_DEPTH_SEASON,
+    F_FLOW_RATIO_LONG,
+    F_FLOW_RATIO_SHORT,
     F_FUEL_ABOVE_2,
     F_FUEL_BELOW_2,
     F_FUEL_TO_DEPTH_LONG,
@@ -58,8 +64,10 @@ from detector.state import (
     F_IMPACT_RATIO,
     F_LIQ_ACCEL_LONG,
     F_LIQ_BASE_LONG,
+    F_LIQ_OBSERVED,
     F_LIQ_RATE_LONG,
     F_LIQ_RATIO_LONG,
+    F_LIQ_SEASON_LONG,
     F_LIQ_SHARE_LONG,
     F_LIQ_TO_DEPTH_LONG,
     F_OI_CHG_1H,
@@ -492,6 +500,11 @@ def compute_features(state, i, now, p, tradfi_closed, assets_active):
         m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0) + 1)
     buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
     sell = decay_value(state.acc, state.acc_t, i, CH_SELL, now, tau_flow)
+    # what counts as a burst scales with the market: a share of open interest per minute, when known
+    floor = p[LIQ_FLOOR_USD_MIN]
+    oi_floor = p[LIQ_FLOOR_OI_FRAC_MIN] * state.oi_usd[i]
+    if oi_floor > floor:
+        floor = oi_floor
     for side in range(2):
         liq_fast = decay_value(state.acc, state.acc_t, i, CH_LIQ_FAST + side, now, tau_fast)
         rate = liq_fast / tau_fast * 60.0
@@ -499,7 +512,12 @@ def compute_features(state, i, now, p, tradfi_closed, assets_active):
         if state.stage[i, side] >= TRIGGERED and held == held:
             base = held  # an episode is measured against the baseline it started from, to its end
         elif m_hi - m_lo + 1 >= p[LIQ_BASELINE_MIN_MINUTES]:
-            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), p[LIQ_FLOOR_USD_MIN])
+            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), floor)
+            # the usual level of this hour of the week, once known, is a floor: a quiet spell before a busy
+            # hour must not make the busy hour's ordinary liquidations look like a burst
+            season = f[F_LIQ_SEASON_LONG + side]
+            if season > base:
+                base = season
         else:
             base = math.nan  # too little history to judge intensity: the ratio stays unknown
         state.liq_base_held[i, side] = base
@@ -525,12 +543,14 @@ def compute_features(state, i, now, p, tradfi_closed, assets_active):
     f[F_DEPTH_RATIO] = _ratio(state.depth1[i], state.depth_med[i])
     f[F_SPREAD_BPS] = state.spread[i]
     f[F_SPREAD_RATIO] = _ratio(state.spread[i], state.spread_med[i])
+    f[F_DEPTH_RATIO_SEASON] = _ratio(state.depth1[i], f[F_DEPTH_SEASON])
     depth = state.depth1[i]
     for side in range(2):
         f[F_LIQ_TO_DEPTH_LONG + side] = _ratio(f[F_LIQ_RATE_LONG + side], depth)
         f[F_LIQ_ACCEL_LONG + side] = rising_minutes(state.liq_recent, state.liq_recent_last, i, side, minute)
         f[F_FUEL_TO_DEPTH_LONG + side] = _ratio(f[F_FUEL_BELOW_2 if side == LONG else F_FUEL_ABOVE_2], depth)
     _impact(state, i, now, f, buy - sell, p)
+    _flow_proxy(state, i, now, f, buy / tau_flow * 60.0, sell / tau_flow * 60.0, p)
     f[F_TRADFI_CLOSED] = tradfi_closed
     f[F_ASSETS_ACTIVE] = assets_active
     for side in range(2):
@@ -555,6 +575,30 @@ def rising_minutes(ring, last, i, s, minute):
             break
         rises += 1
     return float(rises)
+
+
+@njit(cache=True, nogil=True)
+def _flow_proxy(state, i, now, f, buy_min, sell_min, p):
+    """Taker flow against each side per minute over its slow time-weighted mean (frozen during the side's
+    episodes): where no liquidation was ever seen (no feed, or bar data without liquidations) it stands in for
+    the liquidation intensity, since forced orders are market orders."""
+    f[F_LIQ_OBSERVED] = 1.0 if state.totals[i, T_LIQUIDATIONS] > 0 else 0.0
+    if now - state.t_first[i] < 3.0 * p[FLOW_TAU_S]:  # the decayed flow is still filling up: not a rate yet
+        f[F_FLOW_RATIO_LONG] = _NAN
+        f[F_FLOW_RATIO_SHORT] = _NAN
+        return
+    t_prev = state.t_eval[i]
+    w = 1.0 - math.exp(-(now - t_prev) / p[FLOW_BASE_TAU_S]) if now > t_prev else 0.0
+    for side in range(2):
+        rate = sell_min if side == LONG else buy_min
+        base = state.flow_base[i, side]
+        f[F_FLOW_RATIO_LONG + side] = rate / base if base > 0.0 else _NAN
+        if state.stage[i, side] >= TRIGGERED:
+            continue
+        if math.isnan(base):
+            state.flow_base[i, side] = rate
+        else:
+            state.flow_base[i, side] = base + w * (rate - base)
 
 
 @njit(cache=True, nogil=True)

@@ -70,6 +70,9 @@ FIELDS: Final[tuple[str, ...]] = (
     "fuel_depth_hot",
     "weight_fuel",
     "weight_liquidity",
+    "liq_floor_oi_frac_min",
+    "proxy_trigger_ratio",
+    "flow_base_tau_s",
 )
 
 # One constant per entry of FIELDS, same order; the unpacking fails at import if the two ever diverge.
@@ -129,6 +132,9 @@ FIELDS: Final[tuple[str, ...]] = (
     FUEL_DEPTH_HOT,
     WEIGHT_FUEL,
     WEIGHT_LIQUIDITY,
+    LIQ_FLOOR_OI_FRAC_MIN,
+    PROXY_TRIGGER_RATIO,
+    FLOW_BASE_TAU_S,
 ) = range(len(FIELDS))
 
 

@@ -380,7 +380,8 @@ def reference_features(
         if stage[side] >= 3 and not math.isnan(slot.liq_base_held[side]):
             base = slot.liq_base_held[side]
         elif hi - lo + 1 >= s.liq_baseline_min_minutes:
-            base = max(slot.liq_minutes[side].mean(lo, hi), s.liq_floor_usd_min)
+            oi_floor = s.liq_floor_oi_frac_min * slot.oi if not math.isnan(slot.oi) else 0.0
+            base = max(slot.liq_minutes[side].mean(lo, hi), s.liq_floor_usd_min, oi_floor)
         else:
             base = math.nan
         slot.liq_base_held[side] = base
@@ -411,12 +412,14 @@ def reference_features(
     }
     out["depth_ratio"] = _ratio(slot.depth, completed_median(slot.depth_10s))
     out["spread_ratio"] = _ratio(slot.spread, completed_median(slot.spread_10s))
+    out["depth_ratio_season"] = math.nan
     external = FEATURE_NAMES[FEATURE_NAMES.index("branching_long"):FEATURE_NAMES.index("fuel_to_depth_long")]
     out |= dict.fromkeys(external, math.nan)
     net = abs(buy - sell) / 1e6
     out["impact_bps_per_musd"] = abs(r1) * 1e4 / net if net > 0 and not math.isnan(r1) else math.nan
     out["impact_ratio"] = math.nan
-    out |= {"tradfi_closed": tradfi_closed, "assets_active": assets_active}
+    out |= {"tradfi_closed": tradfi_closed, "assets_active": assets_active, "flow_ratio_long": math.nan,
+            "flow_ratio_short": math.nan, "liq_observed": 1.0 if slot.totals["liquidations"] > 0 else 0.0}
     for side, name in enumerate(("long", "short")):
         out[f"liq_to_depth_{name}"] = _ratio(out[f"liq_rate_{name}"], slot.depth)
         out[f"liq_accel_{name}"] = rising_minutes(slot.recent[side], minute)
@@ -433,3 +436,42 @@ def reference_features(
 
 def reference_totals(slot: RefSlot) -> np.ndarray:
     return np.array([slot.totals[name] for name in TOTAL_NAMES])
+
+
+# --- hour-of-week baselines -------------------------------------------------------------------------------
+
+
+def season_reference(events: Sequence[tuple[float, int, float]], flows: Sequence[int], n_series: int,
+                     min_step: float) -> dict[tuple[int, int], tuple[float, int]]:
+    """``(series, hour of week) -> (estimated median, samples)`` from ``(time, series, value)`` events in
+    arrival order: events of an hour earlier than one already started are dropped; each completed hour gives
+    one value per series (flows: sum / 60, levels: mean of the samples), folded into its bucket's streaming
+    median (first value taken as is, then a step of ``max(1/n, min_step)`` times the running deviation)."""
+    hours: dict[int, list[tuple[int, float]]] = {}
+    newest = -1
+    for t, k, v in events:
+        hour = math.floor(t / 3600)
+        if hour < newest:
+            continue
+        newest = hour
+        hours.setdefault(hour, []).append((k, v))
+    state: dict[tuple[int, int], list[float]] = {}  # median, deviation, n
+    for hour in sorted(hours)[:-1]:  # the newest hour is still open
+        for k in range(n_series):
+            values = [v for kk, v in hours[hour] if kk == k]
+            if k in flows:
+                value = sum(values) / 60
+            elif values:
+                value = sum(values) / len(values)
+            else:
+                continue
+            x = math.log1p(max(value, 0.0))
+            m, dev, n = state.setdefault((k, (hour + 72) % 168), [math.nan, 0.0, 0])
+            if n == 0:
+                m, dev = x, 0.0
+            else:
+                dev += (abs(x - m) - dev) / min(n + 1, 8)
+                step = max(1 / (n + 1), min_step) * max(dev, 1e-3)
+                m = min(m + step, x) if x > m else max(m - step, x) if x < m else m
+            state[(k, (hour + 72) % 168)] = [m, dev, n + 1]
+    return {key: (math.expm1(m), int(n)) for key, (m, _, n) in state.items()}

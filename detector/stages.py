@@ -52,6 +52,7 @@ from detector.params import (
     OVERHEAT_DWELL_S,
     OVERHEAT_EXIT,
     OVERHEAT_HOT,
+    PROXY_TRIGGER_RATIO,
     SHOCK_IMBALANCE,
     SHOCK_MIN_MOVE,
     SHOCK_TIMEOUT_S,
@@ -80,6 +81,7 @@ from detector.state import (
     C_OVERHEAT_EXIT,
     C_OVERHEATED,
     C_PAUSED,
+    C_PROXY,
     C_RETRACED,
     C_SHOCK_FLOW,
     C_SHOCK_MOVE,
@@ -98,9 +100,12 @@ from detector.state import (
     F_BRANCHING_LONG,
     F_BRANCHING_PREV_LONG,
     F_DEPTH_RATIO,
+    F_DEPTH_RATIO_SEASON,
+    F_FLOW_RATIO_LONG,
     F_IMBALANCE,
     F_IMPACT_RATIO,
     F_LIQ_ACCEL_LONG,
+    F_LIQ_OBSERVED,
     F_LIQ_RATIO_LONG,
     F_LIQ_SHARE_LONG,
     F_LIQ_TO_DEPTH_LONG,
@@ -132,7 +137,7 @@ from detector.state import (
 # list every unrelated condition that happened to hold.
 _PRE_BITS: Final = C_SHOCK_Z | C_SHOCK_MOVE | C_SHOCK_FLOW | C_AIR_POCKET | C_SHOCK_TIMEOUT
 _ENTRY_BITS: Final = (
-    C_TRIGGER_ON | C_TRIGGER_HELD | C_CLUSTER_SWEPT | C_CASCADE_RATIO | C_CASCADE_FLOW | C_THIN_BOOK
+    C_PROXY | C_TRIGGER_ON | C_TRIGGER_HELD | C_CLUSTER_SWEPT | C_CASCADE_RATIO | C_CASCADE_FLOW | C_THIN_BOOK
     | C_BRANCHING | C_SNOWBALL_SPREAD
 )
 _EXIT_BITS: Final = (
@@ -167,8 +172,10 @@ def _pre_trigger_bits(state, i, s, now, adverse, p):
     if adverse * f[F_IMBALANCE] >= p[SHOCK_IMBALANCE]:
         bits |= C_SHOCK_FLOW
     limit = p[AIR_DEPTH_RATIO_CLOSED] if f[F_TRADFI_CLOSED] > 0.5 else p[AIR_DEPTH_RATIO]
+    # a book thin for the last hour but normal for this hour of the week is the weekend, not a pocket
+    usual = f[F_DEPTH_RATIO_SEASON] >= p[FLUSH_DEPTH_RATIO]
     signs = (
-        int(f[F_DEPTH_RATIO] < limit)
+        int(f[F_DEPTH_RATIO] < limit and not usual)
         + int(f[F_SPREAD_RATIO] >= p[AIR_SPREAD_RATIO])
         + int(adverse * f[F_PREMIUM_BPS] >= p[AIR_PREMIUM_BPS])
     )
@@ -185,6 +192,14 @@ def _episode_bits(state, i, s, now, dt, adverse, p):
     f = state.features[i]
     ratio = f[F_LIQ_RATIO_LONG + s]
     bits = 0
+    if f[F_LIQ_OBSERVED] == 0.0:
+        # No liquidation feed: market orders against the side stand in, once a shock opened the episode and
+        # while price keeps moving against it (a burst of volume alone is no flush).
+        bits |= C_PROXY
+        moving = adverse * f[F_R1M] > 0.0 or adverse * f[F_R5M] > 0.0
+        opened = state.stage[i, s] != CALM
+        scale = p[LIQ_TRIGGER_RATIO] / p[PROXY_TRIGGER_RATIO]
+        ratio = f[F_FLOW_RATIO_LONG + s] * scale if moving and opened else 0.0
     trig_on = ratio >= p[LIQ_TRIGGER_RATIO]
     if trig_on:
         bits |= C_TRIGGER_ON

@@ -110,6 +110,9 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "retrace_short",
     "tradfi_closed",
     "assets_active",
+    "flow_ratio_long",
+    "flow_ratio_short",
+    "liq_observed",
     # filled by the engine from the Hawkes and fuel-map states before each evaluation
     "branching_long",
     "branching_short",
@@ -129,9 +132,14 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "sweeps_short",
     "fuel_calibration_long",
     "fuel_calibration_short",
-    # computed from the two above
+    "liq_season_long",
+    "liq_season_short",
+    "depth_season",
+    "spread_season",
+    # computed from the columns above
     "fuel_to_depth_long",
     "fuel_to_depth_short",
+    "depth_ratio_season",
 )
 (
     F_PRICE,
@@ -177,6 +185,9 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     F_RETRACE_SHORT,
     F_TRADFI_CLOSED,
     F_ASSETS_ACTIVE,
+    F_FLOW_RATIO_LONG,
+    F_FLOW_RATIO_SHORT,
+    F_LIQ_OBSERVED,
     F_BRANCHING_LONG,
     F_BRANCHING_SHORT,
     F_BRANCHING_PREV_LONG,
@@ -195,10 +206,15 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     F_SWEEPS_SHORT,
     F_FUEL_CALIB_LONG,
     F_FUEL_CALIB_SHORT,
+    F_LIQ_SEASON_LONG,
+    F_LIQ_SEASON_SHORT,
+    F_DEPTH_SEASON,
+    F_SPREAD_SEASON,
     F_FUEL_TO_DEPTH_LONG,
     F_FUEL_TO_DEPTH_SHORT,
+    F_DEPTH_RATIO_SEASON,
 ) = range(len(FEATURE_NAMES))
-EXTERNAL_FEATURES: Final = (F_BRANCHING_LONG, F_FUEL_CALIB_SHORT + 1)
+EXTERNAL_FEATURES: Final = (F_BRANCHING_LONG, F_SPREAD_SEASON + 1)
 """The half-open column range the engine fills from the Hawkes and fuel-map states; ``compute_features``
 leaves it alone."""
 N_FEATURES: Final = len(FEATURE_NAMES)
@@ -259,6 +275,8 @@ CONDITIONS: Final[tuple[str, ...]] = (
     "retraced >= flush_retrace of the episode's move",
     "exhausted but fewer than flush_min_signs recovery signs: pause, fuel remains",
     "branching < flush_branching (or unknown)",
+    "no liquidation ever seen: taker flow against the side stands in for liquidations (x proxy_trigger_ratio "
+    "= the trigger)",
 )
 """The words for each bit of ``cond_bits``; "against the side" means mirrored for the short side."""
 (
@@ -286,6 +304,7 @@ CONDITIONS: Final[tuple[str, ...]] = (
     C_RETRACED,
     C_PAUSED,
     C_BRANCHING_LOW,
+    C_PROXY,
 ) = (1 << k for k in range(len(CONDITIONS)))
 
 
@@ -336,6 +355,7 @@ class DetectorState(NamedTuple):
     spread_first: np.ndarray
     spread_med: np.ndarray
     impact_base: np.ndarray  # (n,) slow time-weighted mean of impact_bps_per_musd, the thin-book baseline
+    flow_base: np.ndarray  # (n, 2) slow mean of taker flow against each side per minute (the proxy's baseline)
     totals: np.ndarray  # (n, N_TOTALS)
     features: np.ndarray  # (n, N_FEATURES), filled by evaluate
     # stage machine, [slot, side]
@@ -412,6 +432,7 @@ def allocate(n_slots: int) -> DetectorState:
         spread_first=spread_first,
         spread_med=np.full(n, np.nan),
         impact_base=np.full(n, np.nan),
+        flow_base=np.full((n, 2), np.nan),
         totals=np.zeros((n, N_TOTALS)),
         features=np.full((n, N_FEATURES), np.nan),
         stage=np.zeros((n, 2), np.int8),

@@ -173,6 +173,8 @@ class DetectorSettings(_Section):
     """How often each asset's snapshot (MQTT state, metrics) is refreshed; a stage change refreshes it at once."""
     read_count: int = Field(default=512, ge=1)
     block_ms: int = Field(default=100, ge=1, le=2000)
+    baselines_save_s: float = Field(default=600.0, gt=0)
+    """How often (wall clock) the hour-of-week baselines are saved to Redis; they are saved on shutdown too."""
     # liquidation intensity
     liq_fast_tau_s: float = Field(default=60.0, gt=0)
     liq_baseline_lag_min: int = Field(default=5, ge=1)
@@ -183,6 +185,13 @@ class DetectorSettings(_Section):
     """Lagged minutes the baseline must cover before liquidation intensity is judged at all: until then the
     ratio is unknown, so a restart cannot mistake an ordinary tape for a burst."""
     liq_floor_usd_min: float = Field(default=10_000.0, gt=0)
+    liq_floor_oi_frac_min: float = Field(default=2e-6, ge=0)
+    """The baseline is at least this share of open interest per minute (2e-6: $60k a minute at $30B), so a
+    handful of liquidations in a quiet spell of a big market is not a burst."""
+    proxy_trigger_ratio: float = Field(default=16.0, gt=1)
+    """Where no liquidation was ever seen, taker flow against a side this many times its usual rate stands in
+    for liquidations at the trigger (the other intensity thresholds scale with it)."""
+    flow_base_tau_s: float = Field(default=21_600.0, gt=0)
     liq_trigger_ratio: float = Field(default=6.0, gt=1)
     trigger_hold_s: float = Field(default=10.0, ge=0)
     cascade_ratio: float = Field(default=10.0, gt=1)
@@ -228,7 +237,9 @@ class DetectorSettings(_Section):
     impact_tau_s: float = Field(default=3600.0, gt=0)
     snowball_branching: float = Field(default=0.8, gt=0, lt=1)
     snowball_assets: int = Field(default=3, ge=2)
-    hawkes_window_s: float = Field(default=900.0, gt=0)
+    hawkes_window_s: float = Field(default=300.0, gt=0)
+    """Liquidation arrivals the branching ratio is fitted over: short enough that it falls within minutes of
+    the burst (exhaustion needs it low), long enough for the 20 arrivals a fit needs in a cascade."""
     hawkes_refit_s: float = Field(default=5.0, gt=0)
     hawkes_beta_min: float = Field(default=0.02, gt=0)
     """Kernel decay bounds (1/s): consecutive large liquidations are seconds apart."""

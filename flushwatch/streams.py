@@ -50,6 +50,12 @@ def signals_key(shard: int) -> str:
     return f"fw:{{s{shard}}}:signals"
 
 
+def baselines_key(shard: int) -> str:
+    """The hour-of-week baselines of the assets of shard ``i`` (``Detector.baselines``), so a restart keeps
+    weeks of history."""
+    return f"fw:{{s{shard}}}:baselines"
+
+
 def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[FieldT, EncodableT]:
     """The fields of one stream entry carrying ``items``."""
     return {b"v": ENCODING_VERSION, b"n": str(len(items)).encode(), b"b": _event_encoder.encode(items)}

@@ -32,8 +32,8 @@ def test_several_sessions_and_wrapping_day_ranges() -> None:
     assert parse_session("UTC Fri-Mon 00:00-23:59").days == frozenset({4, 5, 6, 0})
 
 
-@pytest.mark.parametrize("bad", ["Nowhere/City Mon-Fri 09:30-16:00", "UTC Mon-Fri 16:00-09:30", "UTC Funday 09:00-10:00",
-                                 "UTC Mon-Fri"])
+@pytest.mark.parametrize("bad", ["Nowhere/City Mon-Fri 09:30-16:00", "UTC Mon-Fri 16:00-09:30",
+                                 "UTC Funday 09:00-10:00", "UTC Mon-Fri"])
 def test_a_bad_session_fails_at_start_naming_the_setting(bad: str) -> None:
     with pytest.raises(ValidationError, match="tradfi_sessions"):
         DetectorSettings(tradfi_sessions=(bad,))

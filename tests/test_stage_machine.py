@@ -34,6 +34,7 @@ from detector.state import (
     C_OVERHEAT_EXIT,
     C_OVERHEATED,
     C_PAUSED,
+    C_PROXY,
     C_RETRACED,
     C_SHOCK_FLOW,
     C_SHOCK_MOVE,
@@ -100,6 +101,7 @@ class Sim:
     depth_scale: float = 1.0  # the book's depth relative to its usual 1e7/2.5e7/5e7 USD per side
     spread_bps: float = 0.5
     tradfi_closed: float = 0.0
+    background_liquidations: bool = True  # False: a venue without a liquidation feed
     external: dict[int, float] = field(default_factory=dict)  # engine-filled features (Hawkes, fuel map)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     changes: list[Change] = field(default_factory=list)
@@ -150,7 +152,7 @@ class Sim:
         liq_sides: tuple[tuple[PositionSide, float | None], ...] = (("long", liq_long), ("short", liq_short))
         for position, rate in liq_sides:
             if rate is None:
-                usd = rng.uniform(5e3, 40e3) if rng.random() < 0.05 else 0.0
+                usd = rng.uniform(5e3, 40e3) if rng.random() < 0.05 and self.background_liquidations else 0.0
             else:
                 usd = rate * rng.uniform(1.0 - self.liq_spread, 1.0 + self.liq_spread)
             if usd > 0:
@@ -599,3 +601,22 @@ def test_snowball_needs_a_high_rising_branching_ratio_and_a_spreading_burst() ->
     snow.external = {F_BRANCHING_LONG: 0.3, F_BRANCHING_PREV_LONG: 0.9}
     snow.run(5)
     assert snow.state.paused[0, LONG] == 1
+
+
+def test_without_a_liquidation_feed_taker_flow_against_the_side_stands_in() -> None:
+    sim = Sim(background_liquidations=False)
+    sim.run(3600)
+    assert sim.changes == []
+    # a crash on a wall of market sells (40x the usual selling): shock, then the proxy triggers and escalates
+    sim.run(300, drift=SHOCK_DRIFT, sell=800_000, until=lambda sim: sim.stages()[0] >= 4)
+    ups = sim.stage_changes("long")
+    assert [c.stage for c in ups][:1] == [1] and sim.stages()[0] >= 4, [(c.stage_from, c.stage) for c in ups]
+    triggered = next(c for c in ups if c.stage >= 3)
+    assert triggered.bits & C_PROXY and triggered.evidence["liq_observed"] == 0.0
+    assert triggered.evidence["flow_ratio_long"] * TH["liq_trigger_ratio"] / TH["proxy_trigger_ratio"] >= 6
+    assert sim.stages()[1] == 0  # the buyers' side is not squeezed by selling
+    # a buying spree with price rising is not a flush of the longs
+    spree = Sim(background_liquidations=False)
+    spree.run(3600)
+    spree.run(300, drift=-SHOCK_DRIFT, buy=800_000)
+    assert spree.stages()[0] == 0 and spree.stages()[1] >= 3

@@ -1,0 +1,169 @@
+"""The detector's slower companions, fed from the same columnar batches as ``apply_batch``: the hour-of-week
+baselines, the Hawkes arrival rings and the liquidation-fuel map. ``apply_extras`` ingests a batch (rows
+``apply_batch`` refuses are skipped here by the same rules, without counting them twice); ``fill_external``
+writes their outputs into the ``EXTERNAL_FEATURES`` columns before each evaluation, which is how the stage
+machine sees them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from detector.batch import DEPTH, LIQ, OI, TRADE
+from detector.fuel import (
+    LEDGER_NAMES,
+    FuelState,
+    allocate_fuel,
+    fuel_decay,
+    fuel_liquidation,
+    fuel_oi,
+    fuel_query,
+    fuel_trade_range,
+    grow_fuel,
+)
+from detector.hawkes import HawkesState, allocate_hawkes, grow_hawkes, hawkes_push
+from detector.kernels import lagged_mean, sum_ring_add
+from detector.seasonal import (
+    S_DEPTH,
+    S_LIQ_LONG,
+    S_SPREAD,
+    S_VOLUME,
+    SeasonState,
+    allocate_season,
+    grow_season,
+    season_add,
+    season_value,
+)
+from detector.state import (
+    CH_BUY,
+    CH_SELL,
+    F_BRANCHING_LONG,
+    F_BRANCHING_MOMENT_LONG,
+    F_BRANCHING_PREV_LONG,
+    F_DEPTH_SEASON,
+    F_FUEL_ABOVE_1,
+    F_FUEL_BELOW_1,
+    F_FUEL_CALIB_LONG,
+    F_LIQ_SEASON_LONG,
+    F_SPREAD_SEASON,
+    F_SWEEPS_LONG,
+    SWEEP_WINDOW_S,
+)
+
+SEASON_MIN_WEEKS: Final = 2  # samples of an hour-of-week bucket before it is trusted
+SWEPT: Final = LEDGER_NAMES.index("swept")
+
+
+class Extras(NamedTuple):
+    season: SeasonState
+    hawkes: HawkesState
+    fuel: FuelState
+    last_oi: np.ndarray  # (n,) the OI the fuel map has accounted for
+    swept_seen: np.ndarray  # (n, 2) the fuel ledger's swept USD at the previous fill
+    swept_ring: np.ndarray  # (n, 2, SWEPT_RING) estimated USD swept per minute
+    swept_last: np.ndarray  # (n, 2) newest minute of that ring
+
+
+SWEPT_RING: Final = int(SWEEP_WINDOW_S // 60) + 1
+
+
+def allocate_extras(n_slots: int) -> Extras:
+    return Extras(allocate_season(n_slots), allocate_hawkes(n_slots), allocate_fuel(n_slots),
+                  np.full(n_slots, np.nan), np.zeros((n_slots, 2)), np.zeros((n_slots, 2, SWEPT_RING)),
+                  np.full((n_slots, 2), -1, np.int64))
+
+
+def grow_extras(extras: Extras, n_slots: int) -> Extras:
+    fresh = allocate_extras(n_slots)
+    n = extras.last_oi.shape[0]
+    for new, old in zip(fresh[3:], extras[3:], strict=True):
+        new[:n] = old
+    return Extras(grow_season(extras.season, n_slots), grow_hawkes(extras.hawkes, n_slots),
+                  grow_fuel(extras.fuel, n_slots), *fresh[3:])
+
+
+@njit(cache=True, nogil=True)
+def apply_extras(season, hawkes, fuel, last_oi, state, kind, slot, t, v0, v1, v2, lev, weight, mmr, width,
+                 calib_window_s):
+    """Fold one columnar batch into the companions. Rows ``apply_batch`` refuses are skipped: a bad slot,
+    time or value here changes nothing. Trades sweep the fuel map once per slot and batch, over the range
+    they traded (the map is a minutes-scale estimate; the order of ticks inside a batch does not matter)."""
+    n_slots = last_oi.shape[0]
+    lo = np.full(n_slots, np.inf)
+    hi = np.full(n_slots, -np.inf)
+    t_hi = np.zeros(n_slots)
+    for e in range(kind.shape[0]):
+        i = slot[e]
+        te = t[e]
+        if i < 0 or i >= n_slots or not 0.0 < te < np.inf:
+            continue
+        k = kind[e]
+        a, b, c = v0[e], v1[e], v2[e]
+        if k in (TRADE, LIQ):
+            if not (0.0 < a < np.inf and 0.0 <= b < np.inf and (c == 1.0 or c == -1.0)):
+                continue
+            if k == TRADE:
+                season_add(season, i, te, S_VOLUME, b)
+                lo[i] = min(lo[i], a)
+                hi[i] = max(hi[i], a)
+                t_hi[i] = max(t_hi[i], te)
+            else:
+                side = 0 if c > 0 else 1
+                season_add(season, i, te, S_LIQ_LONG + side, b)
+                hawkes_push(hawkes.times, hawkes.count, i, side, te)
+                fuel_liquidation(fuel, i, te, side, b)
+        elif k == DEPTH:
+            if 0.0 < a < np.inf and 0.0 <= b < np.inf and 0.0 <= c < np.inf:
+                season_add(season, i, te, S_DEPTH, b)
+                season_add(season, i, te, S_SPREAD, c)
+        elif k == OI and 0.0 <= a < np.inf:
+            prev = last_oi[i]
+            price = state.price[i]
+            if prev == prev and price > 0.0:
+                buy = state.acc[i, CH_BUY]
+                sell = state.acc[i, CH_SELL]
+                share = buy / (buy + sell) if buy + sell > 0.0 else np.nan
+                fuel_oi(fuel, i, te, price, a - prev, share, lev, weight, mmr, width)
+            last_oi[i] = a
+    for i in range(n_slots):
+        if lo[i] <= hi[i]:
+            fuel_trade_range(fuel, i, t_hi[i], lo[i], hi[i], calib_window_s)
+
+
+@njit(cache=True, nogil=True)
+def fill_external(state, season, hawkes, fuel, swept_seen, swept_ring, swept_last, now, mask, half_life_s,
+                  sweep_share):
+    """Write the companions' outputs as of ``now`` into the ``EXTERNAL_FEATURES`` of every slot in ``mask``.
+    ``sweeps_*`` counts clusters' worth of fuel swept in the last ``SWEEP_WINDOW_S``: estimated USD swept over
+    ``sweep_share`` of open interest (a tick-by-tick sweep of one cluster is one cluster, not many)."""
+    below = np.empty(4)
+    above = np.empty(4)
+    minute = math.floor(now / 60.0)
+    window = int(SWEEP_WINDOW_S // 60)
+    for i in range(mask.shape[0]):
+        if not mask[i]:
+            continue
+        f = state.features[i]
+        fuel_decay(fuel, i, now, half_life_s)
+        fuel_query(fuel, i, state.price[i], below, above)
+        for n in range(4):
+            f[F_FUEL_BELOW_1 + n] = below[n]
+            f[F_FUEL_ABOVE_1 + n] = above[n]
+        oi = state.oi_usd[i]
+        for s in range(2):
+            f[F_BRANCHING_LONG + s] = hawkes.n_hat[i, s]
+            f[F_BRANCHING_PREV_LONG + s] = hawkes.n_prev[i, s]
+            f[F_BRANCHING_MOMENT_LONG + s] = hawkes.n_moment[i, s]
+            f[F_FUEL_CALIB_LONG + s] = fuel.calib_ratio[i, s]
+            f[F_LIQ_SEASON_LONG + s] = season_value(season, i, now, S_LIQ_LONG + s, SEASON_MIN_WEEKS)
+            swept = fuel.ledger[i, s, SWEPT]
+            sum_ring_add(swept_ring, swept_last, i, s, minute, swept - swept_seen[i, s])
+            swept_seen[i, s] = swept
+            recent = lagged_mean(swept_ring, swept_last, i, s, minute - window + 1, minute) * window
+            f[F_SWEEPS_LONG + s] = recent / (sweep_share * oi) if oi > 0.0 else np.nan
+        f[F_DEPTH_SEASON] = season_value(season, i, now, S_DEPTH, SEASON_MIN_WEEKS)
+        f[F_SPREAD_SEASON] = season_value(season, i, now, S_SPREAD, SEASON_MIN_WEEKS)

@@ -1,0 +1,112 @@
+"""The detector's companions wired in: what the stage machine sees from the fuel map, the Hawkes fit and the
+hour-of-week baselines after real events pass through ``Detector.process``."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from detector.engine import Detector, DetectorEngine
+from detector.fuel import LEDGER_NAMES
+from detector.state import evidence
+from flushwatch.events import Depth, Liquidation, OpenInterest, Trade
+from flushwatch.redis_client import connect_redis
+from flushwatch.servers import RunningServer
+from flushwatch.settings import load_settings
+from flushwatch.streams import baselines_key
+
+T0 = 1_767_600_000.0
+ID = {"venue": "binance", "symbol": "BTCUSDT", "asset": "BTC"}
+
+
+def _ns(t: float) -> int:
+    return round(t * 1e9)
+
+
+def _trade(t: float, price: float, side: str = "buy") -> Trade:
+    return Trade(**ID, ts_event=_ns(t), ts_recv=0, price=price, size=1.0, side=side)  # type: ignore[arg-type]
+
+
+def _oi(t: float, usd: float, price: float) -> OpenInterest:
+    return OpenInterest(**ID, ts_event=_ns(t), ts_recv=0, oi_base=usd / price, oi_usd=usd)
+
+
+def _features(detector: Detector, events: list) -> dict[str, float]:
+    """The features of the evaluation the last event's time crosses into (events apply before it)."""
+    detector.process(events)
+    last = events[-1].ts_event / 1e9
+    detector.process([_trade(math.floor(last) + 1.5, detector.state.price[0])])
+    return evidence(detector.state, 0)
+
+
+def test_open_interest_built_on_buying_becomes_long_fuel_below_and_a_drop_sweeps_it() -> None:
+    detector = Detector(load_settings())
+    events = []
+    for k in range(120):  # two minutes of aggressive buying while OI grows by 10 %
+        t = T0 + k
+        events += [_trade(t, 100_000.0), _oi(t + 0.5, 1e9 * (1 + 0.1 * k / 119), 100_000.0)]
+    f = _features(detector, events)
+    # 2x..50x longs opened at 100k liquidate 1.5 %..50 % below: some within 2 %, more within 10 %, most of it long
+    assert 0 < f["fuel_below_2pct_usd"] <= f["fuel_below_5pct_usd"] <= f["fuel_below_10pct_usd"] < 1e8
+    assert f["fuel_below_10pct_usd"] > f["fuel_above_10pct_usd"]
+    assert math.isnan(f["branching_long"])  # no liquidations: nothing to fit
+    before = f["fuel_below_5pct_usd"]
+    # price trades 6 % down: the fuel within 5 % is swept, and counted as clusters' worth of open interest
+    after = _features(detector, [_trade(T0 + 122 + k / 10, 100_000.0 * (1 - 0.006 * k), "sell") for k in range(11)])
+    swept = detector.extras.fuel.ledger[0, 0, LEDGER_NAMES.index("swept")]
+    assert swept >= before * 0.99 and after["sweeps_long"] >= 1.0
+    assert after["sweeps_long"] == pytest.approx(swept / (0.002 * 1.1e9))
+
+
+def test_a_self_exciting_burst_of_liquidations_gets_a_branching_ratio() -> None:
+    detector = Detector(load_settings())
+    rng = np.random.default_rng(5)
+    t, events = T0, []
+    for _ in range(400):  # clustered arrivals: bursts of quick follow-ups after a few seconds' gap
+        t += rng.exponential(4.0)
+        for _ in range(rng.poisson(3.0)):
+            t += rng.exponential(0.3)
+            events.append(Liquidation(**ID, ts_event=_ns(t), ts_recv=0, price=100_000.0, size=0.1, side="long"))
+    events.append(_trade(t + 6, 100_000.0))
+    f = _features(detector, events)
+    assert 0.3 < f["branching_long"] < 1.0 and math.isnan(f["branching_short"])
+    assert f["branching_moment_long"] > 0.0
+
+
+def _weeks_of_depth(detector: Detector, weeks: int) -> None:
+    events = [Depth(**ID, ts_event=_ns(T0 + h * 3600), ts_recv=0, mid=100_000.0, spread_bps=1.0 + h % 24,
+                    bid_usd=(1e6, 2e6 * (1 + h % 168), 4e6), ask_usd=(1e6, 2e6, 4e6), reach_bps=150.0)
+              for h in range(weeks * 168 + 1)]
+    detector.process(events)
+
+
+def test_hour_of_week_baselines_survive_a_restart_through_redis(redis_server: RunningServer) -> None:
+    async def main() -> None:
+        redis = connect_redis(redis_server.url)
+        try:
+            first = DetectorEngine(redis, load_settings(), shards=[0], consumer="a")
+            _weeks_of_depth(first.detector, 3)
+            before = first.detector.extras.season
+            assert before.count[0].max() == 3
+            await first.save_baselines()
+            second = DetectorEngine(redis, load_settings(), shards=[0], consumer="b")
+            await second.load_baselines()
+            after = second.detector.extras.season
+            assert second.detector.assets == ["BTC"]
+            np.testing.assert_array_equal(after.count[0], before.count[0])
+            np.testing.assert_array_equal(after.median[0], before.median[0])
+            # the restored history is what the next evaluation reads
+            now = T0 + 3 * 7 * 86400 + 5 * 3600
+            assert _features(second.detector, [_trade(now, 100_000.0)])["depth_season"] == pytest.approx(
+                2e6 * (1 + 5) + 2e6, rel=1e-6)
+            await redis.set(baselines_key(0), b"not an npz")
+            third = DetectorEngine(redis, load_settings(), shards=[0], consumer="c")
+            await third.load_baselines()  # a damaged blob costs the history, not the start
+            assert third.detector.assets == []
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
