@@ -7,11 +7,12 @@ import logging
 import platform
 import time
 
-from bench import collector, detector, hawkes, latency, memory, replay, venues
+from bench import backtest, collector, detector, hawkes, latency, memory, replay, simulator, venues
 from bench.common import emit, note
 
 SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run,
-          "venues": venues.run, "replay": replay.run, "hawkes": hawkes.run}
+          "venues": venues.run, "replay": replay.run, "hawkes": hawkes.run,
+          "simulator": simulator.run, "backtest": backtest.run}
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -9,7 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
@@ -249,6 +250,35 @@ def replay(
         print(f"... and {len(report.problems) - 20} more problems")
     if signals_out is not None:
         print(f"stage changes and payloads written to {signals_out}")
+
+
+_PASS_THROUGH: Final = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _argparse_command(name: str, module: Any, ctx: typer.Context) -> None:
+    """Run a subcommand whose options are an argparse parser (``module.add_arguments`` / ``module.run``)."""
+    parser = argparse.ArgumentParser(prog=f"flushwatch {name}", description=module.__doc__)
+    module.add_arguments(parser)
+    raise typer.Exit(module.run(parser.parse_args(ctx.args)))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def backtest(ctx: typer.Context) -> None:
+    """Run the detector over bars, a recording or a simulator run, and report episodes, false alarms and the
+    two simple baselines (``flushwatch backtest --help`` for the options)."""
+    from flushwatch.backtest import cli as backtest_cli
+
+    _argparse_command("backtest", backtest_cli, ctx)
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def simulate(ctx: typer.Context) -> None:
+    """Run the agent-based market simulator (leveraged traders, a book, a risk engine, a shock, spot buyers)
+    and write its Binance and Bybit frames as a recording with ground-truth stage labels
+    (``flushwatch simulate --help`` for the options)."""
+    from flushwatch.simulator import cli as simulator_cli
+
+    _argparse_command("simulate", simulator_cli, ctx)
 
 
 @app.command()
