@@ -7,12 +7,13 @@ import logging
 import platform
 import time
 
-from bench import backtest, collector, detector, hawkes, latency, memory, replay, simulator, venues
+from bench import backtest, collector, detector, evaluation, fuel, hawkes, latency, memory, replay, simulator, venues
 from bench.common import emit, note
 
 SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run,
           "venues": venues.run, "replay": replay.run, "hawkes": hawkes.run,
-          "simulator": simulator.run, "backtest": backtest.run}
+          "simulator": simulator.run, "backtest": backtest.run, "fuel": fuel.run,
+          "evaluation": evaluation.run}
 
 
 def main() -> None:

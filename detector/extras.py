@@ -15,6 +15,7 @@ from numba import njit
 
 from detector.batch import DEPTH, LIQ, OI, TRADE
 from detector.fuel import (
+    BANDS,
     LEDGER_NAMES,
     FuelState,
     allocate_fuel,
@@ -140,8 +141,8 @@ def fill_external(state, season, hawkes, fuel, swept_seen, swept_ring, swept_las
     """Write the companions' outputs as of ``now`` into the ``EXTERNAL_FEATURES`` of every slot in ``mask``.
     ``sweeps_*`` counts clusters' worth of fuel swept in the last ``SWEEP_WINDOW_S``: estimated USD swept over
     ``sweep_share`` of open interest (a tick-by-tick sweep of one cluster is one cluster, not many)."""
-    below = np.empty(4)
-    above = np.empty(4)
+    below = np.empty(len(BANDS))
+    above = np.empty(len(BANDS))
     minute = math.floor(now / 60.0)
     window = int(SWEEP_WINDOW_S // 60)
     for i in range(mask.shape[0]):
@@ -150,7 +151,7 @@ def fill_external(state, season, hawkes, fuel, swept_seen, swept_ring, swept_las
         f = state.features[i]
         fuel_decay(fuel, i, now, half_life_s)
         fuel_query(fuel, i, state.price[i], below, above)
-        for n in range(4):
+        for n in range(len(BANDS)):
             f[F_FUEL_BELOW_1 + n] = below[n]
             f[F_FUEL_ABOVE_1 + n] = above[n]
         oi = state.oi_usd[i]

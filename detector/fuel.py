@@ -443,7 +443,7 @@ def fuel_clusters(state, i, price, k, out_price, out_usd, side):
         usd = row[j]
         if usd > 0.0 and (found < k or usd > out_usd[k - 1]):
             m = min(found, k - 1)
-            while m > 0 and usd >= out_usd[m - 1]:
+            while m > 0 and usd > out_usd[m - 1]:
                 out_usd[m] = out_usd[m - 1]
                 out_price[m] = out_price[m - 1]
                 m -= 1

@@ -134,6 +134,7 @@ class FuelSlot:
         mmr: float,
         width: float,
     ) -> int:
+        lev, weight = [float(x) for x in lev], [float(x) for x in weight]  # Python floats: inf, not warnings
         if not (math.isfinite(t) and t > 0):
             return REJ_TIME
         if math.isnan(buy_share):
@@ -176,7 +177,7 @@ class FuelSlot:
                 closing = -d_oi * (1.0 - opened[side])  # taker sells close longs, taker buys close shorts
                 total = self.total(side)
                 if total > 0:
-                    self.ledger[side][L_CLOSED] += self.scale(side, 1.0 - min(1.0, closing / total))
+                    self.ledger[side][L_CLOSED] += self.scale(side, 0.0 if closing >= total else 1.0 - closing / total)
         return APPLIED
 
     def trade_range(self, t: float, lo: float, hi: float, window_s: float) -> int:
