@@ -124,6 +124,8 @@ class Detector:
         self._state_due = np.full(capacity, -math.inf)
         self._calendar = TradFiCalendar(settings.detector.tradfi_sessions)
         self._trigger_recv = 0
+        self._segment: list[Event] = []  # events of the evaluation segment in progress, applied when it ends
+        self._segment_slots: list[int] = []
         self.events = 0
 
     def _slot(self, asset: str) -> int:
@@ -142,7 +144,11 @@ class Detector:
         return slot
 
     def process(self, events: Sequence[Event]) -> list[Signal]:
-        """Apply events in order; returns the signals of every evaluation their times crossed."""
+        """Take events in order; returns the signals of every evaluation their times crossed.
+
+        Events are applied one evaluation segment at a time, when an event crosses the grid: a segment is
+        then folded, sorted by event time and ingested whole, however the reads that brought it were cut,
+        which is what makes a replay reproducible byte for byte."""
         signals: list[Signal] = []
         n = len(events)
         if not n:
@@ -156,10 +162,12 @@ class Detector:
         while start < n:
             later = np.flatnonzero(ts[start:] >= self._next_eval_ns)
             stop = n if not len(later) else start + int(later[0])
-            self._apply(events, slots, start, stop)
+            self._segment.extend(events[start:stop])
+            self._segment_slots.extend(slots[start:stop])
             if stop == n:
                 break
-            # The event at ``stop`` crosses the grid: evaluate at the boundary before applying it.
+            # The event at ``stop`` crosses the grid: the segment before it is complete; evaluate at the boundary.
+            self._apply_segment()
             if self._next_eval_ns > _NEVER:
                 self._trigger_recv = events[stop].ts_recv
                 signals += self._evaluate(self._next_eval_ns * 1e-9)
@@ -168,14 +176,11 @@ class Detector:
         self.events += n
         return signals
 
-    def _apply(self, events: Sequence[Event], slots: list[int], start: int, stop: int) -> None:
-        if stop <= start:
+    def _apply_segment(self) -> None:
+        if not self._segment:
             return
-        part = events[start:stop] if start or stop < len(events) else events
-        # Folded per evaluation segment, not per read: a snapshot's per-venue detail is then the market view at
-        # its evaluation time whatever the batching, which is what makes replays reproducible.
-        part = self.market.fold(part)
-        part_slots = slots[start:stop] if start or stop < len(events) else slots
+        part, part_slots = self.market.fold(self._segment), self._segment_slots
+        self._segment, self._segment_slots = [], []
         kind, slot, t, v0, v1, v2, v3, recv = to_columns(part, part_slots)
         np.maximum.at(self._recv, slot, recv)
         self.ingest(kind, slot, t, v0, v1, v2, v3)
@@ -209,7 +214,7 @@ class Detector:
         self._active[slot] = True
         rejected = apply_batch(self.state, kind, slot, t, v0, v1, v2, v3, self._params)
         x = self.extras
-        apply_extras(x.season, x.hawkes, x.fuel, x.last_oi, self.state, kind, slot, t, v0, v1, v2, *self._fuel_args)
+        apply_extras(x.season, x.hawkes, x.fuel, x.tape, kind, slot, t, v0, v1, v2, *self._fuel_args)
         for reason, count in zip(REJECT_REASONS, rejected, strict=True):
             if count:
                 DETECTOR_REJECTED.labels(reason).inc(int(count))
@@ -300,10 +305,12 @@ class DetectorEngine:
         consumer: str,
         on_signals: Callable[[list[Signal]], None] | None = None,
         capacity: int = 64,
+        persist_baselines: bool = True,
     ) -> None:
         self._redis = redis
         self._settings = settings
         self._shards = list(shards)
+        self._persist = persist_baselines
         self._keys = [events_key(s) for s in shards]
         self._consumer = consumer
         self._on_signals = on_signals
@@ -343,7 +350,11 @@ class DetectorEngine:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set and the streams are drained; our own pending entries go first. The
-        hour-of-week baselines are loaded first, saved every ``baselines_save_s`` and on the way out."""
+        hour-of-week baselines are loaded first, saved every ``baselines_save_s`` and on the way out (unless
+        ``persist_baselines`` is off: a replay starts from nothing and leaves nothing behind)."""
+        if not self._persist:
+            await self._run(stop)
+            return
         await self.load_baselines()
         try:
             await self._run(stop)
@@ -381,7 +392,7 @@ class DetectorEngine:
             if time.monotonic() >= next_pending_check:
                 next_pending_check = time.monotonic() + 5.0
                 await self._report_pending()
-            if time.monotonic() >= next_save:
+            if self._persist and time.monotonic() >= next_save:
                 next_save = time.monotonic() + det.baselines_save_s
                 await self.save_baselines()
 

@@ -40,8 +40,6 @@ from detector.seasonal import (
     season_value,
 )
 from detector.state import (
-    CH_BUY,
-    CH_SELL,
     F_BRANCHING_LONG,
     F_BRANCHING_MOMENT_LONG,
     F_BRANCHING_PREV_LONG,
@@ -63,24 +61,29 @@ class Extras(NamedTuple):
     season: SeasonState
     hawkes: HawkesState
     fuel: FuelState
-    last_oi: np.ndarray  # (n,) the OI the fuel map has accounted for
+    tape: np.ndarray  # (n, N_TAPE) what the fuel map needs of the tape, kept in event order (TP_* columns)
     swept_seen: np.ndarray  # (n, 2) the fuel ledger's swept USD at the previous fill
     swept_ring: np.ndarray  # (n, 2, SWEPT_RING) estimated USD swept per minute
     swept_last: np.ndarray  # (n, 2) newest minute of that ring
 
 
 SWEPT_RING: Final = int(SWEEP_WINDOW_S // 60) + 1
+TP_OI, TP_PRICE, TP_BUY, TP_SELL, TP_DONE_LO, TP_DONE_HI = range(6)
+"""Tape columns: the OI the map has accounted for, the last trade price, taker buy and sell USD since the last
+OI update, and the price range traded since the map last changed (trading inside it again sweeps nothing)."""
+N_TAPE: Final = 6
 
 
 def allocate_extras(n_slots: int) -> Extras:
-    return Extras(allocate_season(n_slots), allocate_hawkes(n_slots), allocate_fuel(n_slots),
-                  np.full(n_slots, np.nan), np.zeros((n_slots, 2)), np.zeros((n_slots, 2, SWEPT_RING)),
-                  np.full((n_slots, 2), -1, np.int64))
+    tape = np.full((n_slots, N_TAPE), np.nan)
+    tape[:, TP_BUY:TP_SELL + 1] = 0.0
+    return Extras(allocate_season(n_slots), allocate_hawkes(n_slots), allocate_fuel(n_slots), tape,
+                  np.zeros((n_slots, 2)), np.zeros((n_slots, 2, SWEPT_RING)), np.full((n_slots, 2), -1, np.int64))
 
 
 def grow_extras(extras: Extras, n_slots: int) -> Extras:
     fresh = allocate_extras(n_slots)
-    n = extras.last_oi.shape[0]
+    n = extras.tape.shape[0]
     for new, old in zip(fresh[3:], extras[3:], strict=True):
         new[:n] = old
     return Extras(grow_season(extras.season, n_slots), grow_hawkes(extras.hawkes, n_slots),
@@ -88,15 +91,47 @@ def grow_extras(extras: Extras, n_slots: int) -> Extras:
 
 
 @njit(cache=True, nogil=True)
-def apply_extras(season, hawkes, fuel, last_oi, state, kind, slot, t, v0, v1, v2, lev, weight, mmr, width,
-                 calib_window_s):
-    """Fold one columnar batch into the companions. Rows ``apply_batch`` refuses are skipped: a bad slot,
-    time or value here changes nothing. Trades sweep the fuel map once per slot and batch, over the range
-    they traded (the map is a minutes-scale estimate; the order of ticks inside a batch does not matter)."""
-    n_slots = last_oi.shape[0]
-    lo = np.full(n_slots, np.inf)
-    hi = np.full(n_slots, -np.inf)
-    t_hi = np.zeros(n_slots)
+def _map_changed(tape, i):
+    tape[i, TP_DONE_LO] = np.nan
+    tape[i, TP_DONE_HI] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _trade(fuel, tape, i, t, price, usd, buy, calib_window_s):
+    """One trade, in event order: it may sweep fuel, unless it trades inside the range already swept since the
+    map last changed and no realised liquidation waits for a range (then the call would change nothing)."""
+    tape[i, TP_PRICE] = price
+    tape[i, TP_BUY if buy else TP_SELL] += usd
+    lo, hi = tape[i, TP_DONE_LO], tape[i, TP_DONE_HI]
+    if lo <= price <= hi and fuel.liq_pending[i, 0] == 0.0 and fuel.liq_pending[i, 1] == 0.0:
+        return
+    fuel_trade_range(fuel, i, t, price, price, calib_window_s)
+    tape[i, TP_DONE_LO] = price if not lo <= price else lo
+    tape[i, TP_DONE_HI] = price if not hi >= price else hi
+
+
+@njit(cache=True, nogil=True)
+def _open_interest(fuel, tape, i, t, oi_usd, lev, weight, mmr, width):
+    """Open interest changed: the fuel map opens or closes positions at the last trade price, the aggressor
+    share being the taker flow since the previous OI update."""
+    prev = tape[i, TP_OI]
+    price = tape[i, TP_PRICE]
+    if prev == prev and price > 0.0:
+        flow = tape[i, TP_BUY] + tape[i, TP_SELL]
+        share = tape[i, TP_BUY] / flow if flow > 0.0 else np.nan
+        fuel_oi(fuel, i, t, price, oi_usd - prev, share, lev, weight, mmr, width)
+        _map_changed(tape, i)
+    tape[i, TP_OI] = oi_usd
+    tape[i, TP_BUY] = 0.0
+    tape[i, TP_SELL] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def apply_extras(season, hawkes, fuel, tape, kind, slot, t, v0, v1, v2, lev, weight, mmr, width, calib_window_s):
+    """Fold one columnar batch into the companions, row by row in event order, so the result does not depend
+    on how the rows were split into batches. Rows ``apply_batch`` refuses are skipped by the same rules
+    (counted there, not twice)."""
+    n_slots = tape.shape[0]
     for e in range(kind.shape[0]):
         i = slot[e]
         te = t[e]
@@ -109,30 +144,19 @@ def apply_extras(season, hawkes, fuel, last_oi, state, kind, slot, t, v0, v1, v2
                 continue
             if k == TRADE:
                 season_add(season, i, te, S_VOLUME, b)
-                lo[i] = min(lo[i], a)
-                hi[i] = max(hi[i], a)
-                t_hi[i] = max(t_hi[i], te)
+                _trade(fuel, tape, i, te, a, b, c > 0, calib_window_s)
             else:
                 side = 0 if c > 0 else 1
                 season_add(season, i, te, S_LIQ_LONG + side, b)
                 hawkes_push(hawkes.times, hawkes.count, i, side, te)
                 fuel_liquidation(fuel, i, te, side, b)
+                _map_changed(tape, i)
         elif k == DEPTH:
             if 0.0 < a < np.inf and 0.0 <= b < np.inf and 0.0 <= c < np.inf:
                 season_add(season, i, te, S_DEPTH, b)
                 season_add(season, i, te, S_SPREAD, c)
         elif k == OI and 0.0 <= a < np.inf:
-            prev = last_oi[i]
-            price = state.price[i]
-            if prev == prev and price > 0.0:
-                buy = state.acc[i, CH_BUY]
-                sell = state.acc[i, CH_SELL]
-                share = buy / (buy + sell) if buy + sell > 0.0 else np.nan
-                fuel_oi(fuel, i, te, price, a - prev, share, lev, weight, mmr, width)
-            last_oi[i] = a
-    for i in range(n_slots):
-        if lo[i] <= hi[i]:
-            fuel_trade_range(fuel, i, t_hi[i], lo[i], hi[i], calib_window_s)
+            _open_interest(fuel, tape, i, te, a, lev, weight, mmr, width)
 
 
 @njit(cache=True, nogil=True)

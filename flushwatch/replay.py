@@ -217,8 +217,9 @@ class Replay:
             self.signals = SignalLog(out, publisher)
             alerts = AlertService(redis, [0], self.signals, AssetStateCollector(), consumer="replay-alerts",
                                   coalesce_states=False)
+            # A replay is deterministic: no hour-of-week history from an earlier run goes in, none comes out.
             engine = DetectorEngine(redis, settings, shards=[0], consumer="replay-detector",
-                                    on_signals=self.signals.on_signals)
+                                    on_signals=self.signals.on_signals, persist_baselines=False)
             queue = EventQueue(settings.writer.queue_max_events)
             stops = {name: asyncio.Event() for name in ("writer", "detector", "alerts")}
             roles = {"alerts": asyncio.create_task(alerts.run(stops["alerts"]))}
