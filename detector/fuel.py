@@ -39,6 +39,7 @@ DEFAULT_WEIGHT: Final = np.array([0.18, 0.18, 0.30, 0.18, 0.08, 0.05, 0.03])
 16 % above), not at the 25-100x most public heatmaps assume."""
 
 MAX_USD: Final = 1e15
+MIN_ESTIMATE_USD: Final = 0.01
 """Larger amounts are refused: no open interest comes near it (BTC's is ~1e11), and sums stay finite."""
 
 OUTCOMES: Final[tuple[str, ...]] = ("applied", "bad_slot", "bad_time", "bad_value", "bad_param")
@@ -50,6 +51,7 @@ L_ADDED, L_SWEPT, L_CLOSED, L_LIQUIDATED, L_DECAYED, L_DROPPED = range(len(LEDGE
 N_LEDGER: Final = len(LEDGER_NAMES)
 
 _INF: Final = math.inf
+_NAN: Final = math.nan
 _EXACT_INT: Final = 2.0**52  # bucket indices beyond this are no longer exact in float64
 
 
@@ -208,7 +210,9 @@ def _expire(state, i, side, t):
         real = state.calib_real[i, side]
         state.calib_est_total[i, side] += est
         state.calib_real_total[i, side] += real
-        state.calib_ratio[i, side] = state.calib_real_total[i, side] / state.calib_est_total[i, side]
+        # an estimate of less than a cent is no estimate: the ratio of such dust is not a calibration
+        total = state.calib_est_total[i, side]
+        state.calib_ratio[i, side] = state.calib_real_total[i, side] / total if total >= MIN_ESTIMATE_USD else _NAN
         state.calib_sweeps[i, side] += 1
         state.calib_est[i, side] = 0.0
         state.calib_real[i, side] = 0.0

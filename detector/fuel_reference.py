@@ -21,6 +21,7 @@ from detector.fuel import (
     L_LIQUIDATED,
     L_SWEPT,
     MAX_USD,
+    MIN_ESTIMATE_USD,
     N_LEDGER,
     REJ_PARAM,
     REJ_TIME,
@@ -119,7 +120,8 @@ class FuelSlot:
 
     @property
     def calib_ratio(self) -> list[float]:
-        return [self.real_total[s] / self.est_total[s] if self.scored[s] else math.nan for s in (LONG, SHORT)]
+        return [self.real_total[s] / self.est_total[s] if self.scored[s] and self.est_total[s] >= MIN_ESTIMATE_USD
+                else math.nan for s in (LONG, SHORT)]
 
     # --- updates ------------------------------------------------------------------------------------------
 

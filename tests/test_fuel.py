@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detector import fuel as F
@@ -179,6 +179,10 @@ def _untouched_elsewhere(state: F.FuelState) -> None:
 
 @EXAMPLES
 @given(p=params(), ops=operations(), probes=st.lists(st.floats(-0.2, 0.2), min_size=1, max_size=4))
+@example(  # dust: a subnormal OI change must not make an infinite calibration ratio
+    p=Params(8, 0.04, 0.0, F.DEFAULT_LEVERAGE, F.DEFAULT_WEIGHT, 30.0, 5.0),
+    ops=[("oi", 1.0, 1.0, 2.0, 5e-324), ("decay", 1.0), ("oi", 1.0, 1.0, -1.0, math.nan)], probes=[0.0],
+)
 def test_fuel_map_matches_reference(p, ops, probes) -> None:
     state = F.allocate_fuel(N_SLOTS, p.buckets)
     ref = FuelSlot(p.buckets)
