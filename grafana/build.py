@@ -436,18 +436,12 @@ def market_overview() -> Json:
 
 def asset_drilldown() -> Json:
     a = '{asset="$asset"}'
-    floor = _DETECTOR.liq_floor_usd_min
-    window = _DETECTOR.liq_baseline_window_min
-    lag = _DETECTOR.liq_baseline_lag_min
-    baseline = (
-        f"clamp_min(sum by (side) (increase(flushwatch_liquidations_usd_total{a}[{window}m] offset {lag}m)) "
-        f"/ {window}, {floor:g})"
-    )
     return dashboard(
         DRILLDOWN_UID,
         "flushwatch / Asset drill-down",
-        "One asset in detail: price with the flush stage, liquidations and their intensity, open interest, "
-        "funding, premium, order-book depth and spread, and the overheating score of both sides.",
+        "One asset in detail: price with the flush stage, liquidations and their intensity, the branching ratio, "
+        "the estimated fuel near the price, liquidations against the book, open interest, funding, premium, "
+        "order-book depth and spread, and the overheating score of both sides.",
         [
             timeseries(
                 "Price and stage",
@@ -485,18 +479,54 @@ def asset_drilldown() -> Json:
             timeseries(
                 "Liquidation rate and its ratio to the baseline",
                 "The detector's fast liquidation rate (`flushwatch_liquidation_rate_usd`, USD per minute, left) "
-                f"and, right, that rate over a baseline recomputed here: the mean per minute of the {window} "
-                f"minutes before the last {lag}, at least {floor:g} USD/min. This approximates the detector's "
-                "own ratio, which is not exported (it holds the baseline during an episode); the dashed line "
-                f"is the trigger ratio {_DETECTOR.liq_trigger_ratio:g}.",
+                "and, right, its ratio to the baseline the detector judges it by "
+                "(`flushwatch_liquidation_intensity_ratio`: the lagged recent mean, at least the usual level of "
+                "the hour of week and a share of open interest; held from the start of an episode). Dashed: the "
+                f"trigger ratio {_DETECTOR.liq_trigger_ratio:g}.",
                 USD_PER_MIN,
                 target(f"max by (side) (flushwatch_liquidation_rate_usd{a})", "rate {{side}}"),
-                target(f"max by (side) (flushwatch_liquidation_rate_usd{a}) / {baseline}", "ratio {{side}} (approx.)"),
+                target(f"max by (side) (flushwatch_liquidation_intensity_ratio{a})", "ratio {{side}}"),
                 overrides=[
                     override_by_query(
                         "B", unit=MULTIPLE, min=0, custom__axisPlacement="right", custom__axisLabel="ratio",
                         custom__thresholdsStyle={"mode": "dashed"},
                         thresholds=thresholds("transparent", (_DETECTOR.liq_trigger_ratio, "red")),
+                    )
+                ],
+            ),
+            timeseries(
+                "Reflexivity: branching ratio of liquidations",
+                "Hawkes branching ratio of liquidation arrivals by side (`flushwatch_branching_ratio`): how many "
+                "liquidations one liquidation triggers, refitted every few seconds over the last minutes; near 1 "
+                f"the cascade feeds itself. Dashed: the snowball level {_DETECTOR.snowball_branching:g}. Read "
+                "changes, not the level: a rate that shifts inside the window biases it upwards.",
+                NUMBER,
+                target(f"max by (side) (flushwatch_branching_ratio{a})", "{{side}}"),
+                threshold_steps=thresholds("transparent", (_DETECTOR.snowball_branching, "red")),
+                minimum=0,
+                maximum=1,
+            ),
+            timeseries(
+                "Estimated liquidation fuel near the price (ESTIMATE)",
+                "Notional of leveraged positions whose liquidation price the fuel map places within 1/2/5/10 % of "
+                "the price (`flushwatch_fuel_usd`): longs below, shorts above. A model built from open-interest "
+                "changes and a leverage distribution, not observed positions.",
+                USD,
+                target(f"max by (side, band) (flushwatch_fuel_usd{a})", "{{side}} within {{band}}"),
+            ),
+            timeseries(
+                "Liquidations against the book, and pauses",
+                "Liquidations per minute over order-book depth within 1 % (`flushwatch_liquidations_to_depth_ratio`"
+                f", left; above {_DETECTOR.thin_book_ratio:g} forced orders eat the book, stage 5) and, right, 1 "
+                "while an exhausted episode lacks the recovery signs of a flush (`flushwatch_paused`: fuel "
+                "remains).",
+                MULTIPLE,
+                target(f"max by (side) (flushwatch_liquidations_to_depth_ratio{a})", "{{side}}"),
+                target(f"max by (side) (flushwatch_paused{a})", "paused {{side}}"),
+                overrides=[
+                    override_by_query(
+                        "B", unit=NUMBER, min=0, max=1, decimals=0, custom__axisPlacement="right",
+                        custom__axisLabel="paused", custom__lineInterpolation="stepAfter",
                     )
                 ],
             ),

@@ -169,7 +169,7 @@ async def test_signals_become_state_event_and_metrics(redis_server: RunningServe
             "asset": "BTC", "side": "long", "stage": 3, "stage_name": "liquidations_triggered",
             "overheat_score": 55.5, "episode_id": "BTC-long-1", "ts_ns": ts}
         assert state["sides"]["short"] == {"stage": 0, "stage_name": "calm", "overheat_score": 5.0,
-                                           "episode_id": None}
+                                           "episode_id": None, "paused": False}
         assert state["features"] == {"funding_8h": 0.0004, "price": 63_000.0}  # NaN left out
         eth = body(by_topic[f"{PREFIX}/ETH/state"])
         assert (eth["side"], eth["stage"], eth["overheat_score"], eth["episode_id"]) == ("short", 0, 70.0, None)
