@@ -178,10 +178,10 @@ class AssetStateCollector(Collector):
         paused = GaugeMetricFamily("flushwatch_paused", "1 while an exhausted episode lacks the recovery signs of "
                                    "a flush: a pause, fuel remains.", labels=["asset", "side"])
         for state in states:
-            for side, where in (("long", "below"), ("short", "above")):
+            for side_name, where in (("long", "below"), ("short", "above")):
                 for band in _FUEL_BANDS:
                     if (value := _value(state.features, f"fuel_{where}_{band}_usd")) is not None:
-                        fuel.add_metric([state.asset, side, band], value)
+                        fuel.add_metric([state.asset, side_name, band], value)
             for side_state in (state.long, state.short):
                 paused.add_metric([state.asset, side_state.side], float(side_state.paused))
         yield fuel

@@ -93,7 +93,7 @@ class SidePayload(_Payload):
     overheat_score: float = Field(ge=0, le=100)
     """Overheating of this side's positions, 0 (neutral) to 100 (extreme)."""
     episode_id: str | None
-    paused: bool = False
+    paused: bool
     """Liquidations exhausted without the recovery signs of a flush (OI purged, funding reset, depth back,
     price retraced): a pause, fuel remains."""
 
@@ -210,6 +210,9 @@ class EventPayload(_Payload):
     evidence: dict[str, float]
     thresholds: dict[str, float]
     conditions: list[str]
+    paused: bool
+    """The episode is paused after this change: liquidations exhausted without the recovery signs of a flush,
+    fuel remains. A pause (or its end) comes as an event with ``stage == stage_from``."""
     idempotency_key: str
 
     @classmethod
@@ -230,6 +233,7 @@ class EventPayload(_Payload):
             evidence=_finite(change.evidence),
             thresholds=_finite(change.thresholds),
             conditions=list(change.conditions),
+            paused=change.paused,
             idempotency_key=idempotency_key(
                 change.asset, change.side, episode, change.stage_from, change.stage, change.ts
             ),

@@ -52,19 +52,21 @@ _NEW: Final = ">"
 
 
 class Cooldown:
-    """Admits a stage change if it escalates, or if ``seconds`` of event time passed since the last admitted
-    change of the same asset and side."""
+    """Admits a stage change if it escalates, if it pauses an episode that the last admitted change left
+    running (news: the flush is not done, fuel remains), or if ``seconds`` of event time passed since the
+    last admitted change of the same asset and side."""
 
     def __init__(self, seconds: float) -> None:
         self._window_ns = int(seconds * 1e9)
-        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        self._last: dict[tuple[str, str], tuple[int, int, bool]] = {}
 
     def admit(self, change: StageChange) -> bool:
         key = (change.asset, change.side)
         last = self._last.get(key)
         if last is not None and change.stage <= last[0] and change.ts - last[1] < self._window_ns:
-            return False
-        self._last[key] = (change.stage, change.ts)
+            if not (change.paused and not last[2] and change.stage == last[0]):
+                return False
+        self._last[key] = (change.stage, change.ts, change.paused)
         return True
 
 

@@ -116,6 +116,8 @@ def format_event(event: EventPayload) -> Text:
     line.append(str(event.stage_from), style=STAGE_STYLES.get(event.stage_from, ""))
     line.append(" ↑ " if up else " ↓ " if event.stage < event.stage_from else " = ", style=arrow_style)
     line.append(f"{event.stage} {event.stage_name}", style=STAGE_STYLES.get(event.stage, ""))
+    if event.paused:
+        line.append("  PAUSE — fuel remains", style="bold yellow")
     line.append(f"  score {event.overheat_score:g}")
     shown = []
     for template in KEY_EVIDENCE:

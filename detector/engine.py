@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Final, cast
 
 import msgspec
@@ -290,7 +291,12 @@ class Detector:
             evidence=evidence(self.state, slot),
             thresholds=self._thresholds,
             conditions=describe(int(self.state.cond_bits[slot, s])),
+            paused=side.paused,
         )
+
+
+def _owned_by(asset: str, shard: int, shards: int) -> bool:
+    return shard_of(asset, shards) == shard
 
 
 class DetectorEngine:
@@ -342,7 +348,7 @@ class DetectorEngine:
         shards = self._settings.shards
         try:
             for shard in self._shards:
-                blob = self.detector.baselines(lambda asset, shard=shard: shard_of(asset, shards) == shard)
+                blob = self.detector.baselines(partial(_owned_by, shard=shard, shards=shards))
                 await self._redis.set(baselines_key(shard), blob)
         except REDIS_ERRORS as exc:
             WRITER_ERRORS.labels("detector").inc()

@@ -60,9 +60,11 @@ def demo(
     duration: Annotated[float | None, typer.Option(help="Seconds to play; default: the whole flush.")] = None,
     speed: Annotated[float, typer.Option(help="Scenario seconds per wall-clock second.")] = 40.0,
     seed: Annotated[int, typer.Option(help="Seed of the scripted market.")] = 0,
-    script: Annotated[str, typer.Option(help="flush (a long flush) or squeeze (the short-squeeze mirror).")] = "flush",
+    script: Annotated[str, typer.Option(
+        help="flush (a scripted long flush), squeeze (its short-squeeze mirror), or simulated / simulated-squeeze "
+        "(the agent-based simulator: 2 simulated hours whose cascade emerges; try --speed 80).")] = "flush",
 ) -> None:
-    """Play a scripted leverage flush on a local fake exchange through the whole pipeline."""
+    """Play a leverage flush on a local fake exchange through the whole pipeline."""
     from flushwatch.demo import run_demo
 
     _settings(config)  # fail early and clearly on bad settings

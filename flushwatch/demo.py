@@ -30,6 +30,8 @@ from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import free_port
 from flushwatch.settings import BinanceSettings, Settings, load_settings
 from flushwatch.signals import AssetState, Signal, StageChange
+from flushwatch.simulator.model import SimConfig
+from flushwatch.simulator.simulation import SimulatedBinance, Simulation
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def _getter(features: dict[str, float]) -> Callable[[str], float]:
 class DemoView:
     """What the terminal shows: the newest state per asset and the latest stage changes."""
 
-    scenario: Scenario
+    scenario: Scenario | SimulatedBinance
     states: dict[str, AssetState] = field(default_factory=dict)
     changes: deque[StageChange] = field(default_factory=lambda: deque(maxlen=12))
     history: list[StageChange] = field(default_factory=list)
@@ -73,8 +75,7 @@ class DemoView:
     def change_line(self, change: StageChange) -> Text:
         t = self.scenario.offset_s(change.ts)
         text = Text(f"t+{t:6.0f}s  {change.asset:<5} {change.side:<5} ")
-        move = f"{change.stage_from} → {change.stage}" if change.stage != change.stage_from else f"{change.stage}"
-        text.append(f"{move} {change.stage_name}", style=STAGE_STYLE.get(change.stage, ""))
+        text.append(_move(change), style=STAGE_STYLE.get(change.stage, ""))
         if change.conditions:
             text.append(f"   ({'; '.join(change.conditions)})", style="dim")
         return text
@@ -117,10 +118,12 @@ async def run_demo(
     script: str = "flush",
     console: Console | None = None,
 ) -> list[StageChange]:
-    """Play the scenario through the whole pipeline; returns the stage changes it produced."""
+    """Play the scenario through the whole pipeline; returns the stage changes it produced. ``script`` is a
+    scripted market (``flush``, ``squeeze``) or ``simulated`` / ``simulated-squeeze``: the agent-based
+    simulator, whose flush is not scripted but emerges from leveraged positions, a book and a risk engine."""
     console = console or Console()
     async with FakeBinance() as fake:
-        scenario = Scenario(script, seed=seed, speed=speed)
+        scenario = _market(script, seed, speed)
         base = load_settings(config)
         binance = BinanceSettings(
             symbols=scenario.symbols,
@@ -155,6 +158,13 @@ async def run_demo(
         await runner
         console.print(_summary(view))
         return view.history
+
+
+def _market(script: str, seed: int, speed: float) -> Scenario | SimulatedBinance:
+    if script.startswith("simulated"):
+        side = "short" if script.endswith("squeeze") else "long"
+        return SimulatedBinance(Simulation(SimConfig(seed=seed, side=side), venues=("binance",)), speed=speed)
+    return Scenario(script, seed=seed, speed=speed)
 
 
 def _free_or_any(host: str, port: int) -> int:
@@ -207,20 +217,27 @@ def _intro(daemon: Daemon, settings: Settings) -> Text:
     metrics = f"http://{settings.metrics_host}:{daemon.metrics_port}/metrics" if daemon.metrics_port else "off"
     return Text.assemble(
         ("flushwatch demo", "bold"),
-        f" — fake Binance plays a scripted leverage flush\n  Redis {daemon.redis_url}   MQTT {mqtt} "
+        f" — fake Binance plays a leverage flush\n  Redis {daemon.redis_url}   MQTT {mqtt} "
         f"(topics {settings.mqtt_prefix}/#)   metrics {metrics}",
     )
 
 
+def _move(change: StageChange) -> str:
+    if change.stage != change.stage_from:
+        return f"{change.stage_from} → {change.stage} {change.stage_name}"
+    if change.stage and change.paused:
+        return f"{change.stage} {change.stage_name}: pause, fuel remains"
+    return f"{change.stage} {change.stage_name}" + (": resumes" if change.stage else "")
+
+
 def _summary(view: DemoView) -> Table:
     table = Table(title="stage changes of this run")
-    for column in ("scenario time", "asset", "side", "change", "ground truth (scripted phase)"):
+    for column in ("scenario time", "asset", "side", "change", "ground truth"):
         table.add_column(column)
     for change in view.history:
         t = view.scenario.offset_s(change.ts)
         phase = view.scenario.phase_at(change.asset, max(t, 0.0))
         table.add_row(f"t+{t:.0f}s", change.asset, change.side,
-                      Text(f"{change.stage_from} → {change.stage} {change.stage_name}",
-                           style=STAGE_STYLE.get(change.stage, "")),
+                      Text(_move(change), style=STAGE_STYLE.get(change.stage, "")),
                       phase.name)
     return table

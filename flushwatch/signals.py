@@ -104,6 +104,9 @@ class StageChange(msgspec.Struct, frozen=True, gc=False, tag="change"):
     """The thresholds those features were compared with."""
     conditions: list[str]
     """Which conditions held, in words (``liq_rate >= 6 x baseline``)."""
+    paused: bool = False
+    """After the change the episode is paused: exhausted without the recovery signs of a flush, fuel remains
+    (a change with ``stage == stage_from`` and this flag set is the pause itself)."""
 
 
 Signal = AssetState | StageChange

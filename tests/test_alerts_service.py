@@ -54,7 +54,8 @@ def snapshot(asset: str, *, long_stage: int = 0, long_score: float = 20.0, short
     )
 
 
-def change(asset: str, side: str, stage_from: int, stage: int, ts: int, episode: str = "ep-1") -> StageChange:
+def change(asset: str, side: str, stage_from: int, stage: int, ts: int, episode: str = "ep-1",
+           paused: bool = False) -> StageChange:
     return StageChange(
         asset=asset,
         side=side,  # type: ignore[arg-type]
@@ -67,6 +68,7 @@ def change(asset: str, side: str, stage_from: int, stage: int, ts: int, episode:
         episode_id=episode,
         evidence={"liq_ratio_long": 7.5, "z1": -3.2, "oi_chg_5m": math.nan},
         thresholds={"liq_trigger_ratio": 6.0},
+        paused=paused,
         conditions=["liq_rate >= 6 x baseline"],
     )
 
@@ -160,7 +162,7 @@ async def test_signals_become_state_event_and_metrics(redis_server: RunningServe
             "schema_version": 1, "asset": "BTC", "side": "long", "stage": 3, "stage_from": 0,
             "stage_name": "liquidations_triggered", "overheat_score": 55.5, "ts": "2024-10-01T00:00:05.000000Z",
             "ts_ns": ts, "episode_id": "BTC-long-1", "evidence": {"liq_ratio_long": 7.5, "z1": -3.2},
-            "thresholds": {"liq_trigger_ratio": 6.0}, "conditions": ["liq_rate >= 6 x baseline"],
+            "thresholds": {"liq_trigger_ratio": 6.0}, "conditions": ["liq_rate >= 6 x baseline"], "paused": False,
             "idempotency_key": hashlib.sha256(raw_key).hexdigest()[:32],
         }
         state = body(by_topic[f"{PREFIX}/BTC/state"])
@@ -206,19 +208,23 @@ async def test_cooldown_holds_back_repeats_and_lower_stages(redis_server: Runnin
             change("BTC", "short", 0, 1, T0 + 20 * SECOND, "ep-2"),  # the other side has its own window
             change("BTC", "long", 0, 3, T0 + 60 * SECOND),  # same stage again, within 300 s: held back
             change("BTC", "long", 3, 4, T0 + 70 * SECOND),  # escalation: at once
-            change("BTC", "long", 4, 3, T0 + 371 * SECOND),  # lower, but 301 s after the last published
+            change("BTC", "long", 4, 4, T0 + 90 * SECOND, paused=True),  # a pause: news, at once
+            change("BTC", "long", 4, 4, T0 + 95 * SECOND),  # resumes within 300 s: held back
+            change("BTC", "long", 4, 4, T0 + 99 * SECOND, paused=True),  # and pauses again: held back
+            change("BTC", "long", 4, 3, T0 + 400 * SECOND),  # lower, but 310 s after the last published
         ):
             await write(h.redis, signal)
-        events = [body(m) for m in await receive(live, 4)]  # the last written is the last published
-    assert [(e["side"], e["stage_from"], e["stage"], e["ts_ns"]) for e in events] == [
-        ("long", 0, 3, T0),
-        ("short", 0, 1, T0 + 20 * SECOND),
-        ("long", 3, 4, T0 + 70 * SECOND),
-        ("long", 4, 3, T0 + 371 * SECOND),
+        events = [body(m) for m in await receive(live, 5)]  # the last written is the last published
+    assert [(e["side"], e["stage_from"], e["stage"], e["ts_ns"], e["paused"]) for e in events] == [
+        ("long", 0, 3, T0, False),
+        ("short", 0, 1, T0 + 20 * SECOND, False),
+        ("long", 3, 4, T0 + 70 * SECOND, False),
+        ("long", 4, 4, T0 + 90 * SECOND, True),
+        ("long", 4, 3, T0 + 400 * SECOND, False),
     ]
     assert events[0]["idempotency_key"] == EventPayload.from_signal(first).idempotency_key
-    assert len({e["idempotency_key"] for e in events}) == 4
-    assert sample("flushwatch_alerts_suppressed_events_total", reason="cooldown") - suppressed == 3
+    assert len({e["idempotency_key"] for e in events}) == 5
+    assert sample("flushwatch_alerts_suppressed_events_total", reason="cooldown") - suppressed == 5
 
 
 async def test_states_coalesce_per_asset_within_a_batch(redis_server: RunningServer,

@@ -13,10 +13,11 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cached_property
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from flushwatch.signals import stage_name
 from flushwatch.simulator.frames import OPEN_INTEREST_PATH, BinanceFrames, Frame, render
 from flushwatch.simulator.labels import Label, labels, stages
 from flushwatch.simulator.model import BINANCE, VENUES, Run, SimConfig, simulate
@@ -139,10 +140,34 @@ class _Paced(Generic[F]):
             yield pending
 
 
+class TruePhase(NamedTuple):
+    """The simulator's ground truth at a moment, shaped like a scripted ``Phase`` (``name``, ``stage``)."""
+
+    name: str
+    stage: int
+
+
 class SimulatedBinance(_Paced[tuple[str, str]]):
-    """The run's Binance frames and open interest, for ``FakeBinance.attach``."""
+    """The run's Binance frames and open interest, for ``FakeBinance.attach``; also what ``flushwatch demo``
+    shows (``symbols``, ``duration_s``, ``offset_s``, the true stage as ``phase_at``)."""
 
     venue = "binance"
+
+    @property
+    def symbols(self) -> list[str]:
+        return [self.simulation.config.symbol]
+
+    @property
+    def duration_s(self) -> float:
+        return float(len(self.simulation.run.mid))
+
+    def offset_s(self, ts_event_ns: int) -> float:
+        return ts_event_ns / 1e9 - self.t0_ms / 1000.0
+
+    def phase_at(self, asset: str, t: float) -> TruePhase:
+        """The true stage of the simulated (crowded) side ``t`` simulated seconds in."""
+        stage = int(self.simulation.stages[min(max(int(t), 0), len(self.simulation.stages) - 1)])
+        return TruePhase(f"{self.simulation.config.side} {stage_name(stage, False)}", stage)
 
     def _item(self, frame: Frame) -> tuple[str, str]:
         return frame[2], frame[3]
