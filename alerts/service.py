@@ -63,9 +63,9 @@ class Cooldown:
     def admit(self, change: StageChange) -> bool:
         key = (change.asset, change.side)
         last = self._last.get(key)
-        if last is not None and change.stage <= last[0] and change.ts - last[1] < self._window_ns:
-            if not (change.paused and not last[2] and change.stage == last[0]):
-                return False
+        first_pause = last is not None and change.paused and not last[2] and change.stage == last[0]
+        if last is not None and change.stage <= last[0] and change.ts - last[1] < self._window_ns and not first_pause:
+            return False
         self._last[key] = (change.stage, change.ts, change.paused)
         return True
 

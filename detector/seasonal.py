@@ -35,7 +35,7 @@ LOG_FLOOR: Final = 1.0  # log(1 + x): an hour without liquidations is a real, lo
 class SeasonState(NamedTuple):
     median: np.ndarray  # (n, N_SERIES, 168) log1p of the estimated median, NaN before the first sample
     spread: np.ndarray  # (n, N_SERIES, 168) running mean absolute deviation (log space)
-    count: np.ndarray  # (n, N_SERIES, 168) samples folded in
+    count: np.ndarray  # type: ignore[assignment]  # (n, N_SERIES, 168) samples folded in; hides tuple.count
     hour: np.ndarray  # (n,) absolute hour being accumulated, -1 before the first
     acc_sum: np.ndarray  # (n, N_SERIES) sum of this hour's values
     acc_n: np.ndarray  # (n, N_SERIES) how many level samples (flows: unused, the divisor is 60 minutes)
