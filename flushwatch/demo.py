@@ -162,8 +162,8 @@ async def run_demo(
 
 def _market(script: str, seed: int, speed: float) -> Scenario | SimulatedBinance:
     if script.startswith("simulated"):
-        side = "short" if script.endswith("squeeze") else "long"
-        return SimulatedBinance(Simulation(SimConfig(seed=seed, side=side), venues=("binance",)), speed=speed)
+        config = SimConfig(seed=seed, side="short" if script.endswith("squeeze") else "long")
+        return SimulatedBinance(Simulation(config, venues=("binance",)), speed=speed)
     return Scenario(script, seed=seed, speed=speed)
 
 
