@@ -97,13 +97,13 @@ def _map_changed(tape, i):
 
 
 @njit(cache=True, nogil=True)
-def _trade(fuel, tape, i, t, price, usd, buy, calib_window_s):
+def _trade(fuel, liq_pending, tape, i, t, price, usd, buy, calib_window_s):
     """One trade, in event order: it may sweep fuel, unless it trades inside the range already swept since the
     map last changed and no realised liquidation waits for a range (then the call would change nothing)."""
     tape[i, TP_PRICE] = price
     tape[i, TP_BUY if buy else TP_SELL] += usd
     lo, hi = tape[i, TP_DONE_LO], tape[i, TP_DONE_HI]
-    if lo <= price <= hi and fuel.liq_pending[i, 0] == 0.0 and fuel.liq_pending[i, 1] == 0.0:
+    if lo <= price <= hi and liq_pending[i, 0] == 0.0 and liq_pending[i, 1] == 0.0:
         return
     fuel_trade_range(fuel, i, t, price, price, calib_window_s)
     tape[i, TP_DONE_LO] = price if not lo <= price else lo
@@ -132,6 +132,10 @@ def apply_extras(season, hawkes, fuel, tape, kind, slot, t, v0, v1, v2, lev, wei
     on how the rows were split into batches. Rows ``apply_batch`` refuses are skipped by the same rules
     (counted there, not twice)."""
     n_slots = tape.shape[0]
+    # arrays out of their tuples once (see ``detector.kernels.apply_batch``)
+    median, spread, count, hour, acc_sum, acc_n, seen = season
+    times, arrivals = hawkes.times, hawkes.count
+    liq_pending = fuel.liq_pending
     for e in range(kind.shape[0]):
         i = slot[e]
         te = t[e]
@@ -143,18 +147,18 @@ def apply_extras(season, hawkes, fuel, tape, kind, slot, t, v0, v1, v2, lev, wei
             if not (0.0 < a < np.inf and 0.0 <= b < np.inf and (c == 1.0 or c == -1.0)):
                 continue
             if k == TRADE:
-                season_add(season, i, te, S_VOLUME, b)
-                _trade(fuel, tape, i, te, a, b, c > 0, calib_window_s)
+                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_VOLUME, b)
+                _trade(fuel, liq_pending, tape, i, te, a, b, c > 0, calib_window_s)
             else:
                 side = 0 if c > 0 else 1
-                season_add(season, i, te, S_LIQ_LONG + side, b)
-                hawkes_push(hawkes.times, hawkes.count, i, side, te)
+                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_LIQ_LONG + side, b)
+                hawkes_push(times, arrivals, i, side, te)
                 fuel_liquidation(fuel, i, te, side, b)
                 _map_changed(tape, i)
         elif k == DEPTH:
             if 0.0 < a < np.inf and 0.0 <= b < np.inf and 0.0 <= c < np.inf:
-                season_add(season, i, te, S_DEPTH, b)
-                season_add(season, i, te, S_SPREAD, c)
+                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_DEPTH, b)
+                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_SPREAD, c)
         elif k == OI and 0.0 <= a < np.inf:
             _open_interest(fuel, tape, i, te, a, lev, weight, mmr, width)
 

@@ -309,21 +309,64 @@ def depth_put(ring, last, first, med, i, t, depth):
 # --- 6. ingestion --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
-def _set_price(state, i, t, price, alpha):
-    if t >= state.val_t[i, VT_PRICE]:
-        state.price[i] = price
-        state.val_t[i, VT_PRICE] = t
-        price_put(state.px_sec, state.px_sec_last, state.px_sec_first, state.vol_var, state.vol_w, i, t, price, alpha)
-        ring_put(state.px_min, state.px_min_last, state.px_min_first, i, math.floor(t / 60.0), price)
+@njit(cache=True, nogil=True, inline="always")
+def _set_price(price, val_t, px_sec, px_sec_last, px_sec_first, vol_var, vol_w, px_min, px_min_last, px_min_first,
+               i, t, value, alpha):
+    if t >= val_t[i, VT_PRICE]:
+        price[i] = value
+        val_t[i, VT_PRICE] = t
+        price_put(px_sec, px_sec_last, px_sec_first, vol_var, vol_w, i, t, value, alpha)
+        ring_put(px_min, px_min_last, px_min_first, i, math.floor(t / 60.0), value)
 
 
 @njit(cache=True, nogil=True)
 def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
     """Fold one columnar batch (see ``detector.batch``) into ``state``. Returns the number of refused rows
     per ``REJECT_REASONS`` entry. ``v3`` is reserved (0)."""
+    # Arrays taken out of the state tuple once: read through the tuple inside the loop, every access costs a
+    # reference-count round trip (measured: 850 against 150 ns per trade).
+    acc = state.acc
+    acc_t = state.acc_t
+    depth1 = state.depth1
+    depth_first = state.depth_first
+    depth_last = state.depth_last
+    depth_med = state.depth_med
+    depth_ring = state.depth_ring
+    fund_min = state.fund_min
+    fund_min_first = state.fund_min_first
+    fund_min_last = state.fund_min_last
+    funding_8h = state.funding_8h
+    index_px = state.index_px
+    liq_min = state.liq_min
+    liq_min_last = state.liq_min_last
+    liq_recent = state.liq_recent
+    liq_recent_last = state.liq_recent_last
+    mark = state.mark
+    oi_min = state.oi_min
+    oi_min_first = state.oi_min_first
+    oi_min_last = state.oi_min_last
+    oi_usd = state.oi_usd
+    price = state.price
+    px_min = state.px_min
+    px_min_first = state.px_min_first
+    px_min_last = state.px_min_last
+    px_sec = state.px_sec
+    px_sec_first = state.px_sec_first
+    px_sec_last = state.px_sec_last
+    spread = state.spread
+    spread_first = state.spread_first
+    spread_last = state.spread_last
+    spread_med = state.spread_med
+    spread_ring = state.spread_ring
+    stage = state.stage
+    t_first = state.t_first
+    t_last = state.t_last
+    totals = state.totals
+    val_t = state.val_t
+    vol_var = state.vol_var
+    vol_w = state.vol_w
     rejects = np.zeros(N_REJECT_REASONS, np.int64)
-    n_slots = state.t_first.shape[0]
+    n_slots = t_first.shape[0]
     tau_fast = p[LIQ_FAST_TAU_S]
     tau_flow = p[FLOW_TAU_S]
     fallback_s = p[PRICE_FALLBACK_S]
@@ -347,62 +390,64 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 continue
             if k == TRADE:
                 if c > 0:
-                    decay_add(state.acc, state.acc_t, i, CH_BUY, te, b, tau_flow)
-                    state.totals[i, T_BUY_USD] += b
+                    decay_add(acc, acc_t, i, CH_BUY, te, b, tau_flow)
+                    totals[i, T_BUY_USD] += b
                 else:
-                    decay_add(state.acc, state.acc_t, i, CH_SELL, te, b, tau_flow)
-                    state.totals[i, T_SELL_USD] += b
-                state.totals[i, T_TRADES] += 1
-                state.val_t[i, VT_TRADE] = max(state.val_t[i, VT_TRADE], te)
-                _set_price(state, i, te, a, alpha)
+                    decay_add(acc, acc_t, i, CH_SELL, te, b, tau_flow)
+                    totals[i, T_SELL_USD] += b
+                totals[i, T_TRADES] += 1
+                val_t[i, VT_TRADE] = max(val_t[i, VT_TRADE], te)
+                _set_price(price, val_t, px_sec, px_sec_last, px_sec_first, vol_var, vol_w, px_min, px_min_last,
+                           px_min_first, i, te, a, alpha)
             else:
                 side = LONG if c > 0 else SHORT
-                decay_add(state.acc, state.acc_t, i, CH_LIQ_FAST + side, te, b, tau_fast)
+                decay_add(acc, acc_t, i, CH_LIQ_FAST + side, te, b, tau_fast)
                 # a running episode must not raise its own baseline (its minutes count as quiet ones)
                 minute = math.floor(te / 60.0)
-                if state.stage[i, side] < TRIGGERED:
-                    sum_ring_add(state.liq_min, state.liq_min_last, i, side, minute, b)
-                sum_ring_add(state.liq_recent, state.liq_recent_last, i, side, minute, b)
-                state.totals[i, T_LIQ_LONG_USD + side] += b
-                state.totals[i, T_LIQUIDATIONS] += 1
+                if stage[i, side] < TRIGGERED:
+                    sum_ring_add(liq_min, liq_min_last, i, side, minute, b)
+                sum_ring_add(liq_recent, liq_recent_last, i, side, minute, b)
+                totals[i, T_LIQ_LONG_USD + side] += b
+                totals[i, T_LIQUIDATIONS] += 1
         elif k == FUNDING:
             if not (0.0 < a < _INF and 0.0 < b < _INF and -_INF < c < _INF):
                 rejects[R_BAD_VALUE] += 1
                 continue
-            state.totals[i, T_FUNDING_MARKS] += 1
-            if te >= state.val_t[i, VT_MARK]:
-                state.mark[i] = a
-                state.index_px[i] = b
-                state.funding_8h[i] = c
-                state.val_t[i, VT_MARK] = te
-                ring_put(state.fund_min, state.fund_min_last, state.fund_min_first, i, math.floor(te / 60.0), c)
-            if te - state.val_t[i, VT_TRADE] > fallback_s:
-                _set_price(state, i, te, a, alpha)
+            totals[i, T_FUNDING_MARKS] += 1
+            if te >= val_t[i, VT_MARK]:
+                mark[i] = a
+                index_px[i] = b
+                funding_8h[i] = c
+                val_t[i, VT_MARK] = te
+                ring_put(fund_min, fund_min_last, fund_min_first, i, math.floor(te / 60.0), c)
+            if te - val_t[i, VT_TRADE] > fallback_s:
+                _set_price(price, val_t, px_sec, px_sec_last, px_sec_first, vol_var, vol_w, px_min, px_min_last,
+                           px_min_first, i, te, a, alpha)
         elif k == OI:
             if not (0.0 <= a < _INF and 0.0 <= b < _INF):
                 rejects[R_BAD_VALUE] += 1
                 continue
-            state.totals[i, T_OPEN_INTEREST] += 1
-            if te >= state.val_t[i, VT_OI]:
-                state.oi_usd[i] = a
-                state.val_t[i, VT_OI] = te
-                ring_put(state.oi_min, state.oi_min_last, state.oi_min_first, i, math.floor(te / 60.0), a)
+            totals[i, T_OPEN_INTEREST] += 1
+            if te >= val_t[i, VT_OI]:
+                oi_usd[i] = a
+                val_t[i, VT_OI] = te
+                ring_put(oi_min, oi_min_last, oi_min_first, i, math.floor(te / 60.0), a)
         elif k == DEPTH:
             if not (0.0 < a < _INF and 0.0 <= b < _INF and 0.0 <= c < _INF):
                 rejects[R_BAD_VALUE] += 1
                 continue
-            state.totals[i, T_DEPTH] += 1
-            if te >= state.val_t[i, VT_DEPTH]:
-                state.depth1[i] = b
-                state.spread[i] = c
-                state.val_t[i, VT_DEPTH] = te
-                depth_put(state.depth_ring, state.depth_last, state.depth_first, state.depth_med, i, te, b)
-                depth_put(state.spread_ring, state.spread_last, state.spread_first, state.spread_med, i, te, c)
+            totals[i, T_DEPTH] += 1
+            if te >= val_t[i, VT_DEPTH]:
+                depth1[i] = b
+                spread[i] = c
+                val_t[i, VT_DEPTH] = te
+                depth_put(depth_ring, depth_last, depth_first, depth_med, i, te, b)
+                depth_put(spread_ring, spread_last, spread_first, spread_med, i, te, c)
         else:
             rejects[R_BAD_KIND] += 1
             continue
-        state.t_first[i] = min(state.t_first[i], te)
-        state.t_last[i] = max(state.t_last[i], te)
+        t_first[i] = min(t_first[i], te)
+        t_last[i] = max(t_last[i], te)
     return rejects
 
 
@@ -469,7 +514,7 @@ def _ratio(x, y):
     return x / y if y > 0.0 else _NAN
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def compute_features(state, i, now, p, tradfi_closed, assets_active):
     """Fill ``state.features[i]`` as of ``now``, except the episode columns (set by the stage step) and the
     ``EXTERNAL_FEATURES`` (filled by the engine from the Hawkes and fuel states)."""
@@ -577,7 +622,7 @@ def rising_minutes(ring, last, i, s, minute):
     return float(rises)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _flow_proxy(state, i, now, f, buy_min, sell_min, p):
     """Taker flow against each side per minute over its slow time-weighted mean (frozen during the side's
     episodes): where no liquidation was ever seen (no feed, or bar data without liquidations) it stands in for
@@ -601,7 +646,7 @@ def _flow_proxy(state, i, now, f, buy_min, sell_min, p):
             state.flow_base[i, side] = base + w * (rate - base)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _impact(state, i, now, f, net_flow, p):
     """Price impact per net taker dollar (bps per $1M over the flow window) and its ratio to the slot's slow
     time-weighted mean, which an episode does not feed (a cascade must not become its own baseline)."""

@@ -82,34 +82,36 @@ def season_fold(median, spread, count, i, k, b, value):
 
 
 @njit(cache=True, nogil=True)
-def _close_hour(st, i):
-    b = hour_of_week(st.hour[i])
-    if st.seen[i]:
+def _close_hour(median, spread, count, hour, acc_sum, acc_n, seen, i):
+    b = hour_of_week(hour[i])
+    if seen[i]:
         for k in range(N_SERIES):
             if k in _FLOWS:
-                season_fold(st.median, st.spread, st.count, i, k, b, st.acc_sum[i, k] / 60.0)
-            elif st.acc_n[i, k] > 0:
-                season_fold(st.median, st.spread, st.count, i, k, b, st.acc_sum[i, k] / st.acc_n[i, k])
-    st.acc_sum[i, :] = 0.0
-    st.acc_n[i, :] = 0.0
-    st.seen[i] = 0
+                season_fold(median, spread, count, i, k, b, acc_sum[i, k] / 60.0)
+            elif acc_n[i, k] > 0:
+                season_fold(median, spread, count, i, k, b, acc_sum[i, k] / acc_n[i, k])
+    acc_sum[i, :] = 0.0
+    acc_n[i, :] = 0.0
+    seen[i] = 0
 
 
 @njit(cache=True, nogil=True)
-def season_add(st, i, t, k, value):
+def season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, t, k, value):
     """Account ``value`` of series ``k`` at event time ``t`` (flows: USD of one event; levels: one sample).
-    Events of an hour already folded in are late: they are dropped rather than reopen it."""
-    hour = math.floor(t / 3600.0)
-    if hour < st.hour[i]:
+    Events of an hour already folded in are late: they are dropped rather than reopen it. Takes the
+    ``SeasonState`` arrays in order (``season_add(*state, ...)``): arrays read through a tuple inside a hot
+    loop cost a reference-count round trip each."""
+    h = math.floor(t / 3600.0)
+    if h < hour[i]:
         return
-    if hour > st.hour[i]:
-        if st.hour[i] >= 0:
-            _close_hour(st, i)
-        st.hour[i] = hour
-    st.seen[i] = 1
-    st.acc_sum[i, k] += value
+    if h > hour[i]:
+        if hour[i] >= 0:
+            _close_hour(median, spread, count, hour, acc_sum, acc_n, seen, i)
+        hour[i] = h
+    seen[i] = 1
+    acc_sum[i, k] += value
     if k not in _FLOWS:
-        st.acc_n[i, k] += 1.0
+        acc_n[i, k] += 1.0
 
 
 @njit(cache=True, nogil=True)

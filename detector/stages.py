@@ -160,7 +160,7 @@ def _held(timers, i, s, k, on, now):
     return now - timers[i, s, k]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _pre_trigger_bits(state, i, s, now, adverse, p):
     """Shock and air-pocket conditions (stages 1-2)."""
     f = state.features[i]
@@ -186,7 +186,7 @@ def _pre_trigger_bits(state, i, s, now, adverse, p):
     return bits
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _episode_bits(state, i, s, now, dt, adverse, p):
     """Trigger, escalation and exhaustion conditions (stages 3-7)."""
     f = state.features[i]
@@ -262,7 +262,7 @@ def _level(bits, stage):
     return level
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _episode_track(state, i, s, crowd, p):
     """OI change since the episode began, how much of its adverse price move has been retraced (once the
     move is a shock-sized one) and how thin the book got: recovery signs must recover from something."""
@@ -292,7 +292,7 @@ def _episode_track(state, i, s, crowd, p):
         state.depth_low[i, s] = ratio
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def _transition(state, i, s, stage, bits, now, p):
     pre = bits & (C_SHOCK_Z | C_SHOCK_MOVE | C_SHOCK_FLOW)
     shock = pre == (C_SHOCK_Z | C_SHOCK_MOVE | C_SHOCK_FLOW)
@@ -341,7 +341,7 @@ def _kept_bits(stage, new):
     return keep
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
 def step_side(state, i, s, now, dt, p):
     """Advance the stage, pause and overheat flags of one side (``dt``: seconds since the slot's previous
     evaluation); returns its ``changed`` bits."""

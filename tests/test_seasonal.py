@@ -36,7 +36,7 @@ def test_kernel_matches_reference(rows) -> None:
     rows = [(T0 + t, k, v) for t, k, v in rows]
     st_ = allocate_season(1)
     for t, k, v in rows:
-        season_add(st_, 0, t, k, v)
+        season_add(*st_, 0, t, k, v)
     expected = R.season_reference(rows, _FLOWS, N_SERIES, SEASON_MIN_STEP)
     held = {(k, b): (math.expm1(st_.median[0, k, b]), int(st_.count[0, k, b]))
             for k in range(N_SERIES) for b in range(168) if st_.count[0, k, b]}
@@ -55,8 +55,8 @@ def test_estimate_converges_to_each_hours_median_and_weekends_stay_apart() -> No
             t = T0 + (week * 168 + hour) * 3600
             usual = 5e6 if weekend else 2e7
             for minute in range(60):
-                season_add(st_, 0, t + 60 * minute, S_DEPTH, usual * rng.lognormal(0, 0.3))
-                season_add(st_, 0, t + 60 * minute, S_LIQ_LONG, 1e4 * rng.lognormal(0, 1.0) if not weekend else 0.0)
+                season_add(*st_, 0, t + 60 * minute, S_DEPTH, usual * rng.lognormal(0, 0.3))
+                season_add(*st_, 0, t + 60 * minute, S_LIQ_LONG, 1e4 * rng.lognormal(0, 1.0) if not weekend else 0.0)
     monday, sunday = T0 + 10 * 3600 + 12 * 7 * 86400, T0 + 150 * 3600 + 12 * 7 * 86400
     # an hourly mean of lognormal(0, 0.3) samples sits near exp(0.045) times the usual level
     assert 0.9 < season_value(st_, 0, monday, S_DEPTH, 2) / 2e7 < 1.2
