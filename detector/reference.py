@@ -348,6 +348,12 @@ def reference_apply(
     return np.array([rejects[r] for r in REJECT_REASONS], dtype=np.int64)
 
 
+EPISODE_FEATURES = frozenset({"oi_chg_episode_long", "oi_chg_episode_short", "retrace_long", "retrace_short",
+                              "episode_peak_stage_long", "episode_peak_stage_short", "episode_peak_after_s_long",
+                              "episode_peak_after_s_short"})
+"""Set by the stage step, not by ``compute_features``: outside the reference's reach."""
+
+
 def _ratio(x: float, y: float) -> float:
     return x / y if y > 0 else math.nan
 
@@ -429,8 +435,7 @@ def reference_features(
             crowd, slot.funding, pct, n_pct, out["premium_bps"], out["oi_chg_24h"], out["price_chg_24h"],
             out[f"fuel_to_depth_{name}"], out["depth_ratio"], s,
         )
-    episode = {"oi_chg_episode_long", "oi_chg_episode_short", "retrace_long", "retrace_short"}
-    assert set(out) == set(FEATURE_NAMES) - episode
+    assert set(out) == set(FEATURE_NAMES) - EPISODE_FEATURES
     return out
 
 

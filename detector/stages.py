@@ -101,6 +101,8 @@ from detector.state import (
     F_BRANCHING_PREV_LONG,
     F_DEPTH_RATIO,
     F_DEPTH_RATIO_SEASON,
+    F_EPISODE_PEAK_AFTER_S_LONG,
+    F_EPISODE_PEAK_STAGE_LONG,
     F_FLOW_RATIO_LONG,
     F_IMBALANCE,
     F_IMPACT_RATIO,
@@ -373,12 +375,19 @@ def step_side(state, i, s, now, dt, p):
             state.px_extreme[i, s] = _NAN
             state.depth_low[i, s] = _NAN
             state.peak_stage[i, s] = new
+            state.peak_t[i, s] = now
             _episode_track(state, i, s, crowd, p)
-        else:
-            state.peak_stage[i, s] = max(state.peak_stage[i, s], new)
+        elif new > state.peak_stage[i, s]:
+            state.peak_stage[i, s] = new
+            state.peak_t[i, s] = now
         if new in (SHOCK, AIR_POCKET):
             state.cond_since[i, s, TM_ACTIVE] = now
 
+    # the episode so far (kept on its closing change): its highest stage and how long after the start it came
+    f = state.features[i]
+    open_or_closing = new != CALM or changed
+    f[F_EPISODE_PEAK_STAGE_LONG + s] = state.peak_stage[i, s] if open_or_closing else _NAN
+    f[F_EPISODE_PEAK_AFTER_S_LONG + s] = state.peak_t[i, s] - state.episode_start[i, s] if open_or_closing else _NAN
     exhausted = (bits & C_EXHAUSTED) != 0 and (bits & C_BRANCHING_LOW) != 0
     paused = 1 if TRIGGERED <= new < FLUSHED and exhausted else 0
     if paused:

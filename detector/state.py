@@ -99,6 +99,10 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "overheat_short",
     "oi_chg_episode_long",
     "oi_chg_episode_short",
+    "episode_peak_stage_long",
+    "episode_peak_stage_short",
+    "episode_peak_after_s_long",
+    "episode_peak_after_s_short",
     "spread_ratio",
     "liq_to_depth_long",
     "liq_to_depth_short",
@@ -174,6 +178,10 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     F_OVERHEAT_SHORT,
     F_OI_CHG_EPISODE_LONG,
     F_OI_CHG_EPISODE_SHORT,
+    F_EPISODE_PEAK_STAGE_LONG,
+    F_EPISODE_PEAK_STAGE_SHORT,
+    F_EPISODE_PEAK_AFTER_S_LONG,
+    F_EPISODE_PEAK_AFTER_S_SHORT,
     F_SPREAD_RATIO,
     F_LIQ_TO_DEPTH_LONG,
     F_LIQ_TO_DEPTH_SHORT,
@@ -369,6 +377,7 @@ class DetectorState(NamedTuple):
     oi_at_start: np.ndarray
     liq_base_held: np.ndarray  # the baseline a side's episode is measured against, fixed at stage 3
     peak_stage: np.ndarray  # highest stage of the current (or latest) episode
+    peak_t: np.ndarray  # when it was first reached
     px_at_start: np.ndarray  # price when the episode began, and its most adverse price since: the retrace
     px_extreme: np.ndarray
     depth_low: np.ndarray  # lowest depth_ratio of the episode: depth can only "come back" if it went
@@ -445,6 +454,7 @@ def allocate(n_slots: int) -> DetectorState:
         oi_at_start=np.full((n, 2), np.nan),
         liq_base_held=np.full((n, 2), np.nan),
         peak_stage=np.zeros((n, 2), np.int8),
+        peak_t=np.full((n, 2), np.nan),
         px_at_start=np.full((n, 2), np.nan),
         px_extreme=np.full((n, 2), np.nan),
         depth_low=np.full((n, 2), np.nan),

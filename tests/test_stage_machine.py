@@ -335,6 +335,10 @@ def test_shock_then_liquidations_then_cascade_then_flush_then_calm() -> None:
     assert (done.stage_from, done.stage) == (7, 0) and done.bits & C_FLUSHED_HOLD
     assert done.t - flushed.t == SETTINGS.flushed_hold_s
     assert sim.state.peak_stage[0, LONG] == 7 and sim.state.episode_start[0, LONG] == episode
+    # the closing change says what the episode was: its peak stage, and how long after the start it came
+    assert done.evidence["episode_peak_stage_long"] == 7
+    assert done.evidence["episode_peak_after_s_long"] == flushed.t - episode
+    assert flushed.evidence["episode_peak_stage_long"] == 7 and casc.evidence["episode_peak_stage_long"] == 4
     assert sim.stage_changes("short") == [] and sim.stages() == (0, 0)
 
 
