@@ -344,13 +344,15 @@ class DetectorEngine:
                     continue
                 log.info("detector: hour-of-week baselines of %d assets restored (shard %d)", n, shard)
 
-    async def save_baselines(self) -> None:
+    async def save_baselines(self, *, raise_errors: bool = False) -> None:
         shards = self._settings.shards
         try:
             for shard in self._shards:
                 blob = self.detector.baselines(partial(_owned_by, shard=shard, shards=shards))
                 await self._redis.set(baselines_key(shard), blob)
         except REDIS_ERRORS as exc:
+            if raise_errors:
+                raise
             WRITER_ERRORS.labels("detector").inc()
             self._warn.warning("detector-baselines", "detector: baselines not saved: %s", exc)
 

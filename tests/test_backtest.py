@@ -4,6 +4,7 @@ plain-Python references, episodes and scoring, accuracy, and the command end to 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detector.engine import DetectorEngine
+from detector.seasonal import S_LIQ_LONG
 from flushwatch.backtest import cli
 from flushwatch.backtest.accuracy import stage_accuracy, stage_at
 from flushwatch.backtest.bars import KLINE_COLUMNS, BarsError, read_bars
@@ -24,6 +27,9 @@ from flushwatch.backtest.profiles import BAR_PROFILES, backtest_settings, parse_
 from flushwatch.backtest.runner import CHUNK, run_detector
 from flushwatch.backtest.tape import bucket_last, bucket_sum
 from flushwatch.events import FundingMark, Liquidation, OpenInterest, Trade
+from flushwatch.redis_client import connect_redis
+from flushwatch.servers import RunningServer
+from flushwatch.settings import load_settings
 from flushwatch.signals import StageChange
 
 EXAMPLES = settings(max_examples=60, deadline=None)
@@ -354,3 +360,24 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert backtest(["--bars", str(tmp_path / "absent.csv")]) == 2
     bars = write_generic(tmp_path / "b.csv", [{"ts": T0_MS, "close": 1}], ["ts", "close"])
     assert backtest(["--bars", str(bars), "--settings", "nonsense"]) == 2
+
+
+def test_a_backtest_over_recent_history_seeds_the_live_detectors_baselines(tmp_path: Path,
+                                                                           redis_server: RunningServer) -> None:
+    rows = flush_bars(hours=24 * 7 * 2 + 2, flush_at=10_000)  # two calm weeks: every hour of the week twice
+    bars = write_generic(tmp_path / "bars.csv", rows, list(rows[0]))
+    assert backtest(["--bars", str(bars), "--seed-baselines", redis_server.url]) == 0
+
+    async def load() -> DetectorEngine:
+        redis = connect_redis(redis_server.url)
+        try:
+            engine = DetectorEngine(redis, load_settings(), shards=range(load_settings().shards), consumer="live")
+            await engine.load_baselines()
+            return engine
+        finally:
+            await redis.aclose()
+
+    season = asyncio.run(load()).detector.extras.season
+    assert season.count[0, S_LIQ_LONG].min() >= 2  # a live start knows the usual level of every hour
+    assert 1e6 / 60 < np.expm1(season.median[0, S_LIQ_LONG]).mean() < 2e6 / 60  # USD per minute, as live
+    assert backtest(["--bars", str(bars), "--seed-baselines", "redis://127.0.0.1:1/0"]) == 2  # nobody there

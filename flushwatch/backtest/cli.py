@@ -6,12 +6,16 @@ table, a JSON summary (``--json``) and a PNG chart (``--png``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import math
 import sys
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
+from detector.engine import DetectorEngine
 from flushwatch.backtest.accuracy import known_from_labels, read_labels
 from flushwatch.backtest.bars import BarsError, read_bars
 from flushwatch.backtest.baselines import BaselineOptions
@@ -20,8 +24,9 @@ from flushwatch.backtest.feed import bar_events, bar_gaps, missing_evidence, rec
 from flushwatch.backtest.profiles import backtest_settings, parse_overrides, profile_for
 from flushwatch.backtest.reflexivity import branching_by_window, minute_windows, read_timeline
 from flushwatch.backtest.report import Inputs, summarise, tapes, text_table, write_chart, write_json
-from flushwatch.backtest.runner import run_detector
-from flushwatch.settings import SettingsError
+from flushwatch.backtest.runner import Run, run_detector
+from flushwatch.redis_client import connect_redis
+from flushwatch.settings import Settings, SettingsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="The fixed-threshold baseline, USD per minute (default 10M).")
     parser.add_argument("--json", type=Path, help="Write the JSON summary here.")
     parser.add_argument("--png", type=Path, help="Write the chart here.")
+    parser.add_argument("--seed-baselines", metavar="REDIS_URL",
+                        help="Store the hour-of-week baselines the run learnt where a flushwatch detector using this "
+                        "Redis loads them at start (warm-up from recent history; run it before the daemon).")
 
 
 def inputs_from(args: argparse.Namespace) -> Inputs:
@@ -117,4 +125,23 @@ def run(args: argparse.Namespace) -> int:
     if args.png is not None:
         asset = args.asset.upper() if args.asset.upper() in by_asset else next(iter(by_asset))
         write_chart(result, by_asset[asset], asset, args.png)
+    if args.seed_baselines:
+        try:
+            shards = asyncio.run(seed_baselines(result, inputs.settings, args.seed_baselines))
+        except (OSError, RedisError) as exc:
+            print(f"backtest: baselines not stored in {args.seed_baselines}: {exc}", file=sys.stderr)
+            return 2
+        print(f"hour-of-week baselines of {len(result.detector.assets)} assets stored for shards {shards}")
     return 0
+
+
+async def seed_baselines(result: Run, settings: Settings, url: str) -> list[int]:
+    """Write the run's baselines under each shard's key, as ``DetectorEngine.save_baselines`` would."""
+    redis = connect_redis(url)
+    try:
+        engine = DetectorEngine(redis, settings, shards=range(settings.shards), consumer="backtest")
+        engine.detector = result.detector
+        await engine.save_baselines(raise_errors=True)
+        return list(range(settings.shards))
+    finally:
+        await redis.aclose()

@@ -39,6 +39,8 @@ class Run:
     seconds: float
     end_ns: int
     start_ns: int
+    detector: Detector
+    """The detector as the run left it: its hour-of-week baselines can seed a live one."""
 
 
 def _series(rows: list[tuple[int, float, float, float, float]]) -> Series:
@@ -70,4 +72,5 @@ def run_detector(events: Sequence[Event], settings: Settings) -> Run:
         seconds=seconds,
         start_ns=events[0].ts_event if events else 0,
         end_ns=events[-1].ts_event if events else 0,
+        detector=detector,
     )
