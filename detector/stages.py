@@ -389,7 +389,11 @@ def step_side(state, i, s, now, dt, p):
     f[F_EPISODE_PEAK_STAGE_LONG + s] = state.peak_stage[i, s] if open_or_closing else _NAN
     f[F_EPISODE_PEAK_AFTER_S_LONG + s] = state.peak_t[i, s] - state.episode_start[i, s] if open_or_closing else _NAN
     exhausted = (bits & C_EXHAUSTED) != 0 and (bits & C_BRANCHING_LOW) != 0
-    paused = 1 if TRIGGERED <= new < FLUSHED and exhausted else 0
+    # A pause ends when liquidations come back to the trigger level, not at the first one over the exhaustion
+    # line: a lull with stray liquidations is still a lull.
+    resumed = (bits & C_TRIGGER_ON) != 0
+    held = state.paused[i, s] == 1 and not resumed
+    paused = 1 if TRIGGERED <= new < FLUSHED and (exhausted or held) else 0
     if paused:
         bits |= C_PAUSED
     if paused != state.paused[i, s]:
