@@ -38,11 +38,11 @@ from detector.state import (
     REJECT_REASONS,
     SIDE_NAMES,
     TOTAL_NAMES,
-    DetectorState,
     allocate,
     describe,
     evidence,
     thresholds,
+    with_rows_of,
 )
 from flushwatch.events import Event
 from flushwatch.redis_client import REDIS_ERRORS
@@ -86,15 +86,6 @@ def known_coverage(venue: str) -> str:
         return "unknown"
 
 
-def _grown(state: DetectorState, capacity: int) -> DetectorState:
-    """A state with room for ``capacity`` slots holding the rows of ``state``."""
-    bigger = allocate(capacity)
-    n = state.t_first.shape[0]
-    for new, old in zip(bigger, state, strict=True):
-        new[:n] = old
-    return bigger
-
-
 def _widened(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
     """``array`` extended to ``capacity`` entries, the new ones set to ``fill``."""
     return np.concatenate([array, np.full(capacity - array.shape[0], fill, array.dtype)])
@@ -135,7 +126,7 @@ class Detector:
             slot = len(self.assets)
             if slot >= self._active.shape[0]:
                 capacity = 2 * self._active.shape[0]
-                self.state = _grown(self.state, capacity)
+                self.state = with_rows_of(self.state, allocate(capacity))
                 self.extras = grow_extras(self.extras, capacity)
                 self._active = _widened(self._active, capacity, False)
                 self._recv = _widened(self._recv, capacity, 0)

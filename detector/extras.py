@@ -51,6 +51,7 @@ from detector.state import (
     F_SPREAD_SEASON,
     F_SWEEPS_LONG,
     SWEEP_WINDOW_S,
+    with_rows_of,
 )
 
 SEASON_MIN_WEEKS: Final = 2  # samples of an hour-of-week bucket before it is trusted
@@ -82,12 +83,9 @@ def allocate_extras(n_slots: int) -> Extras:
 
 
 def grow_extras(extras: Extras, n_slots: int) -> Extras:
-    fresh = allocate_extras(n_slots)
-    n = extras.tape.shape[0]
-    for new, old in zip(fresh[3:], extras[3:], strict=True):
-        new[:n] = old
+    own = with_rows_of(tuple(extras[3:]), tuple(allocate_extras(n_slots)[3:]))
     return Extras(grow_season(extras.season, n_slots), grow_hawkes(extras.hawkes, n_slots),
-                  grow_fuel(extras.fuel, n_slots), *fresh[3:])
+                  grow_fuel(extras.fuel, n_slots), *own)
 
 
 @njit(cache=True, nogil=True)

@@ -28,7 +28,7 @@ from typing import Final, NamedTuple
 import numpy as np
 from numba import njit
 
-from detector.state import LONG, SHORT
+from detector.state import LONG, SHORT, with_rows_of
 
 BANDS: Final = (0.01, 0.02, 0.05, 0.10)
 """The bands of ``fuel_query``: fuel within this fraction below / above the price."""
@@ -104,13 +104,7 @@ def allocate_fuel(n_slots: int, buckets: int = 512) -> FuelState:
 
 def grow_fuel(state: FuelState, n_slots: int) -> FuelState:
     """A state for ``n_slots`` (at least as many as ``state`` has) holding the rows of ``state``."""
-    n = state.width.shape[0]
-    if n_slots < n:
-        raise ValueError(f"cannot shrink the fuel state from {n} to {n_slots} slots")
-    bigger = allocate_fuel(n_slots, state.long_fuel.shape[1])
-    for new, old in zip(bigger, state, strict=True):
-        new[:n] = old
-    return bigger
+    return with_rows_of(state, allocate_fuel(n_slots, state.long_fuel.shape[1]))
 
 
 # --- grid ----------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class FuelSlot:
     pending: list[float] = field(default_factory=lambda: [0.0, 0.0])
     open: list[Window | None] = field(default_factory=lambda: [None, None])
     scored: list[list[Window]] = field(default_factory=lambda: [[], []])
+    dust: list[bool] = field(default_factory=lambda: [False, False])
     est_total: list[float] = field(default_factory=lambda: [0.0, 0.0])
     real_total: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
@@ -107,6 +108,7 @@ class FuelSlot:
             self.scored[side].append(window)
             self.est_total[side] += window.est
             self.real_total[side] += window.real
+            self.dust[side] = self.est_total[side] < MIN_ESTIMATE_USD  # judged when scored, as the kernel does
             self.open[side] = None
             self.take_nearest(side, max(0.0, window.real - window.est))  # liquidated beyond the estimate
 
@@ -120,8 +122,8 @@ class FuelSlot:
 
     @property
     def calib_ratio(self) -> list[float]:
-        return [self.real_total[s] / self.est_total[s] if self.scored[s] and self.est_total[s] >= MIN_ESTIMATE_USD
-                else math.nan for s in (LONG, SHORT)]
+        return [self.real_total[s] / self.est_total[s] if self.scored[s] and not self.dust[s] else math.nan
+                for s in (LONG, SHORT)]
 
     # --- updates ------------------------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from typing import Final, NamedTuple
 import numpy as np
 from numba import njit
 
+from detector.state import with_rows_of
+
 MIN_EVENTS: Final = 20  # fewer arrivals in the window: n is not estimated
 MIN_BINS: Final = 10  # fewer bins: the count variance means nothing
 N_MAX: Final = 0.995  # n >= 1 is an explosive process, not a rate of self-excitation: capped just below
@@ -70,13 +72,7 @@ def allocate_hawkes(n_slots: int, capacity: int = 1024) -> HawkesState:
 
 def grow_hawkes(state: HawkesState, n_slots: int) -> HawkesState:
     """A state for ``n_slots`` (at least as many as ``state`` has) holding the rows of ``state``."""
-    n = state.count.shape[0]
-    if n_slots < n:
-        raise ValueError(f"cannot shrink the Hawkes state from {n} to {n_slots} slots")
-    bigger = allocate_hawkes(n_slots, state.times.shape[2])
-    for new, old in zip(bigger, state, strict=True):
-        new[:n] = old
-    return bigger
+    return with_rows_of(state, allocate_hawkes(n_slots, state.times.shape[2]))
 
 
 # --- arrivals ---------------------------------------------------------------------------------------------

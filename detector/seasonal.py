@@ -23,6 +23,8 @@ from typing import Final, NamedTuple
 import numpy as np
 from numba import njit
 
+from detector.state import with_rows_of
+
 SEASON_HOURS: Final = 168
 S_LIQ_LONG, S_LIQ_SHORT, S_DEPTH, S_SPREAD, S_VOLUME = range(5)
 SERIES: Final = ("liq_long_usd_min", "liq_short_usd_min", "depth1_usd", "spread_bps", "volume_usd_min")
@@ -124,8 +126,4 @@ def season_value(st, i, t, k, min_weeks):
 
 
 def grow_season(st: SeasonState, n_slots: int) -> SeasonState:
-    bigger = allocate_season(n_slots)
-    n = st.hour.shape[0]
-    for new, old in zip(bigger, st, strict=True):
-        new[:n] = old
-    return bigger
+    return with_rows_of(st, allocate_season(n_slots))

@@ -15,7 +15,7 @@ needs no ``_first``: a minute it was never given counts as zero, and the baselin
 from __future__ import annotations
 
 import math
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -386,6 +386,20 @@ class DetectorState(NamedTuple):
     overheat_since: np.ndarray  # when the flag last flipped: it holds at least overheat_dwell_s
     changed: np.ndarray  # CHANGED_* bits set by the latest evaluate
     cond_bits: np.ndarray  # C_* bits that held at the latest change
+
+
+S = TypeVar("S", bound=tuple[np.ndarray, ...])
+
+
+def with_rows_of(small: S, big: S) -> S:
+    """``big`` (a freshly allocated state with more slots) holding every row of ``small``; raises
+    ``ValueError`` when ``big`` has fewer slots (a state never shrinks)."""
+    n, m = small[0].shape[0], big[0].shape[0]
+    if m < n:
+        raise ValueError(f"cannot shrink a {type(small).__name__} from {n} to {m} slots")
+    for new, old in zip(big, small, strict=True):
+        new[:n] = old
+    return big
 
 
 def _ring(n: int, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,7 +32,6 @@ Payload shapes, verbatim from real frames (tardis fixtures; cryptofeed recording
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -43,6 +42,7 @@ import numpy as np
 
 from flushwatch.events import PositionSide
 from flushwatch.fake.binance import Frame
+from flushwatch.fake.pacing import paced
 from flushwatch.signals import stage_name
 
 TimedFrame = tuple[int, str, str]
@@ -532,17 +532,8 @@ class Scenario:
         if self._wall0 is None:
             self.start()
         assert self._wall0 is not None
-        wall0, t0_ms, speed = self._wall0, self.t0_ms, self.speed
-        pending: list[Frame] = []
-        for k in range(int(self.now_s()), self.duration_s):
-            for e_ms, stream, payload in self.frames_for_second(k):
-                due = wall0 + (e_ms - t0_ms) / 1000.0 / speed
-                now = self._clock()
-                if due > now:
-                    if pending:
-                        yield pending
-                        pending = []
-                    await asyncio.sleep(max(due - now, self.batch_interval_s))
-                pending.append((stream, payload))
-        if pending:
-            yield pending
+        items = ((e_ms, (stream, payload)) for k in range(int(self.now_s()), self.duration_s)
+                 for e_ms, stream, payload in self.frames_for_second(k))
+        async for batch in paced(items, wall0=self._wall0, t0_ms=self.t0_ms, speed=self.speed, clock=self._clock,
+                                 batch_interval_s=self.batch_interval_s):
+            yield batch

@@ -8,7 +8,6 @@ clock at the start: ``t_event = t0 + (wall - wall0) * speed``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Final, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from flushwatch.fake.pacing import paced
 from flushwatch.signals import stage_name
 from flushwatch.simulator.frames import OPEN_INTEREST_PATH, BinanceFrames, Frame, render
 from flushwatch.simulator.labels import Label, labels, stages
@@ -125,19 +125,11 @@ class _Paced(Generic[F]):
         if self._wall0 is None:
             self.start()
         assert self._wall0 is not None
-        wall0, t0_ms = self._wall0, self.t0_ms
-        pending: list[F] = []
-        for frame in itertools.chain.from_iterable(render(self.simulation.run, t0_ms, (self.venue,))):
-            due = wall0 + (frame[0] - t0_ms) / 1000.0 / self.speed
-            now = self._clock()
-            if due > now:
-                if pending:
-                    yield pending
-                    pending = []
-                await asyncio.sleep(max(due - now, self.batch_interval_s))
-            pending.append(self._item(frame))
-        if pending:
-            yield pending
+        t0_ms = self.t0_ms
+        frames = itertools.chain.from_iterable(render(self.simulation.run, t0_ms, (self.venue,)))
+        async for batch in paced(((frame[0], self._item(frame)) for frame in frames), wall0=self._wall0, t0_ms=t0_ms,
+                                 speed=self.speed, clock=self._clock, batch_interval_s=self.batch_interval_s):
+            yield batch
 
 
 class TruePhase(NamedTuple):
