@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -177,7 +176,7 @@ class MqttPublisher:
             will=aiomqtt.Will(self._topic(STATUS_TOPIC), offline, qos=1, retain=True),
             keepalive=self._keepalive,
             timeout=self._publish_timeout,
-            tls_context=ssl.create_default_context() if target.tls else None,
+            tls_context=target.tls_context(),
         )
 
     async def _run(self) -> None:

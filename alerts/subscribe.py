@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
 import uuid
 from collections import OrderedDict
 from typing import Any, Final, TypeVar
@@ -207,7 +206,7 @@ def _client(target: MqttTarget, identifier: str) -> aiomqtt.Client:
         username=target.username,
         password=target.password.get_secret_value() if target.password else None,
         identifier=identifier,
-        tls_context=ssl.create_default_context() if target.tls else None,
+        tls_context=target.tls_context(),
     )
 
 

@@ -92,8 +92,10 @@ def start_redis(port: int | None = None, extra: list[str] | None = None) -> Runn
     return _launch(args, port, f"redis://127.0.0.1:{port}/0", workdir, log)
 
 
-def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = None) -> RunningServer:
-    """Start ``mosquitto`` on loopback; with ``passwords`` it requires those users."""
+def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = None,
+                    tls: tuple[Path, Path] | None = None) -> RunningServer:
+    """Start ``mosquitto`` on loopback; with ``passwords`` it requires those users, with ``tls`` (certificate
+    and key files, PEM) it speaks only TLS."""
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if binary is None:
         raise ServerUnavailable("no mosquitto on PATH")
@@ -101,6 +103,14 @@ def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = 
     workdir = Path(tempfile.mkdtemp(prefix="flushwatch-mqtt-"))
     log = workdir / "mosquitto.log"
     conf = [f"listener {port} 127.0.0.1", "persistence false", f"log_dest file {log}"]
+    if tls:
+        cert, key = (workdir / "server.crt", workdir / "server.key")
+        cert.write_bytes(tls[0].read_bytes())
+        key.write_bytes(tls[1].read_bytes())
+        workdir.chmod(0o755)  # read by the unprivileged user mosquitto drops to when started as root
+        cert.chmod(0o644)
+        key.chmod(0o644)
+        conf += [f"certfile {cert}", f"keyfile {key}"]
     if passwords:
         pwfile = workdir / "passwd"
         pwfile.touch()

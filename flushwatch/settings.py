@@ -8,6 +8,7 @@ Precedence, highest first: explicit arguments, environment, the TOML file named 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -46,6 +47,14 @@ class MqttTarget(_Section):
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
+    ca_file: Path | None = None
+    """CA bundle that signed the broker's certificate (a private CA); unset: the system's trust store."""
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context (``mqtts://``): the broker's certificate and host name are verified."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -325,6 +334,8 @@ class Settings(BaseSettings):
     """``redis://`` or ``rediss://``; unset starts a private redis-server."""
     mqtt_url: str | None = None
     """``mqtt://[user:pass@]host:port``; unset starts a private mosquitto if one is installed, else MQTT is off."""
+    mqtt_ca_file: Path | None = None
+    """For ``mqtts://`` to a broker whose certificate a private CA signed: that CA's PEM file."""
     mqtt_prefix: str = "flushwatch/v1"
     mqtt_client_id: str = "flushwatch"
     mqtt_queue_max: int = Field(default=10_000, ge=10)
@@ -350,6 +361,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_parses(cls, value: str | None) -> str | None:
@@ -359,7 +377,9 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttTarget | None:
-        return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
+        if not self.mqtt_url:
+            return None
+        return parse_mqtt_url(self.mqtt_url).model_copy(update={"ca_file": self.mqtt_ca_file})
 
     @classmethod
     def settings_customise_sources(
