@@ -468,6 +468,28 @@ def asset_drilldown() -> Json:
                 threshold_steps=STAGE_THRESHOLDS,
                 height=5,
             ),
+            bargauge(
+                "Evidence of the current stage",
+                "How close each condition of the stage machine is to its line, as a share of its threshold (1 = "
+                f"the line): liquidation intensity over the trigger ratio {_DETECTOR.liq_trigger_ratio:g} (stage 3), "
+                f"liquidations against depth over {_DETECTOR.thin_book_ratio:g} (stage 5), the branching ratio over "
+                f"{_DETECTOR.snowball_branching:g} (stage 6) and the overheating score over {_DETECTOR.overheat_hot:g}"
+                ", per side. The words of each change are in its MQTT event (`conditions`).",
+                MULTIPLE,
+                target(f"max by (side) (flushwatch_liquidation_intensity_ratio{a}) / {_DETECTOR.liq_trigger_ratio:g}",
+                       "intensity {{side}}", instant=True),
+                target(f"max by (side) (flushwatch_liquidations_to_depth_ratio{a}) / {_DETECTOR.thin_book_ratio:g}",
+                       "liquidations/depth {{side}}", instant=True),
+                target(f"max by (side) (flushwatch_branching_ratio{a}) / {_DETECTOR.snowball_branching:g}",
+                       "branching {{side}}", instant=True),
+                target(f"max by (side) (flushwatch_overheat_score{a}) / {_DETECTOR.overheat_hot:g}",
+                       "overheating {{side}}", instant=True),
+                threshold_steps=thresholds("green", (0.7, "orange"), (1.0, "red")),
+                minimum=0,
+                maximum=2,
+                width=GRID_WIDTH,
+                height=7,
+            ),
             timeseries(
                 "Liquidations, long and short",
                 "Liquidated notional per minute by position side, from the counter "
