@@ -1,4 +1,5 @@
-"""``/metrics`` and ``/healthz``, and the per-asset metrics built from the detector's newest snapshots.
+"""``/metrics``, ``/healthz`` and the live page (``alerts.livepage``), and the per-asset metrics built from the
+detector's newest snapshots.
 
 The HTTP server is the standard library's threaded WSGI server on its own daemon thread (what
 ``prometheus_client.start_http_server`` uses), not an asyncio server: a scrape serialises every metric,
@@ -40,6 +41,7 @@ from prometheus_client.registry import Collector
 
 import flushwatch
 import flushwatch.telemetry  # registers the shared process metrics served on /metrics
+from alerts.livepage import LIVE_PAGE, LivePage
 from collectors.instruments import COVERAGE_VALUE
 from flushwatch.signals import EVENT_COUNT_KEYS, AssetState
 
@@ -211,17 +213,25 @@ class _Server6(ThreadingWSGIServer):
 
 
 class MetricsServer:
-    """Serves ``/metrics`` from ``registry`` and ``/healthz`` from ``health`` on ``host:port``.
+    """Serves ``/metrics`` from ``registry``, ``/healthz`` from ``health`` and the live page ``live`` (``/``,
+    ``/live/*``, ``/api/*``; None serves none) on ``host:port``.
 
     ``port`` 0 binds a free port (read it back from ``.port``); the daemon does not start the server at
     all when its setting is 0.
     """
 
     def __init__(
-        self, host: str, port: int, *, registry: CollectorRegistry = REGISTRY, health: HealthCheck | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        health: HealthCheck | None = None,
+        live: LivePage | None = LIVE_PAGE,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
         self._health = health
+        self._live = live
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         server_class = _Server6 if family == socket.AF_INET6 else ThreadingWSGIServer
         self._server = make_server(host, port, self._app, server_class, handler_class=_QuietHandler)
@@ -249,8 +259,11 @@ class MetricsServer:
             status = "200 OK" if healthy else "503 Service Unavailable"
             start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
             return [message.encode() + b"\n"]
+        if self._live is not None and (path or "/") in self._live.routes:
+            # close() stops serve_forever but not the request threads: an open event stream ends on seeing that.
+            return self._live(environ, start_response, alive=self._thread.is_alive)
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"see /metrics and /healthz\n"]
+        return [b"see /metrics, /healthz and /\n" if self._live is not None else b"see /metrics and /healthz\n"]
 
     def _check(self) -> tuple[bool, str]:
         if self._health is None:

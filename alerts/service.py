@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 
 from alerts.exporter import AssetStateCollector
+from alerts.livepage import LIVE_PAGE
 from alerts.models import EventPayload, StatePayload, events_topic, state_topic
 from alerts.mqtt import AlertSink
 from flushwatch.signals import AssetState, StageChange
@@ -180,6 +181,7 @@ class AlertService:
         return sum(len(ids) for ids in acks.values())
 
     async def _on_change(self, change: StageChange) -> None:
+        LIVE_PAGE.change(change)  # every change, as the detector sent it: the page is no alert channel
         if self._sink is None:
             return
         try:
@@ -195,6 +197,7 @@ class AlertService:
 
     async def _on_state(self, state: AssetState) -> None:
         self._exporter.update(state)
+        LIVE_PAGE.update(state)
         PIPELINE_LATENCY.labels(sink="metrics").observe(_age_s(state.ts_recv))
         if self._sink is None:
             return
