@@ -44,6 +44,25 @@ def _logging(level: str, console: Console | None = None) -> None:
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Show or check the effective configuration.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective settings (TOML file, environment and secret files merged) as JSON, secrets masked."""
+    from flushwatch.settings import shown
+
+    print(json.dumps(shown(_settings(config)), indent=2, sort_keys=True, default=str))
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Exit 0 when the settings are valid; otherwise name each bad setting and its reason, and exit 2."""
+    settings = _settings(config)
+    print(f"flushwatch: settings are valid ({len(settings.model_fields)} top-level settings)")
+
+
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run collectors, detector and alerts in one process until SIGTERM or Ctrl-C."""

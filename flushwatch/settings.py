@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -396,6 +396,32 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+SECRET_MASK: Final = "********"
+
+
+def shown(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data for ``flushwatch config show``: secret values masked, and the
+    password of any URL (``mqtt://user:pass@host``, ``redis://:pass@host``) replaced by the mask."""
+    return _masked(settings.model_dump(mode="python"))
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    if isinstance(value, SecretStr):
+        return SECRET_MASK
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            netloc = f"{parts.username or ''}:{SECRET_MASK}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            return parts._replace(netloc=netloc).geturl()
+    return value
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -405,15 +431,32 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+DEFAULT_SECRETS_DIR: Final = Path("/run/secrets")
+"""Where Docker and Kubernetes mount secrets: a file ``flushwatch_mqtt_url`` there sets ``mqtt_url``."""
+
+
+def secrets_dir() -> Path | None:
+    """``FLUSHWATCH_SECRETS_DIR``, else ``/run/secrets`` when it exists: files named ``flushwatch_<setting>``
+    (``flushwatch_redis_url``, ``flushwatch_mqtt_url``) hold settings that should not sit in the environment."""
+    configured = os.environ.get("FLUSHWATCH_SECRETS_DIR")
+    if configured:
+        return Path(configured)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
-    """Load settings, or raise ``SettingsError`` naming every invalid setting."""
+    """Load settings (arguments, environment, secret files, TOML file, in that order of precedence), or raise
+    ``SettingsError`` naming every invalid setting."""
     path = config or os.environ.get("FLUSHWATCH_CONFIG")
     toml = Path(path) if path else None
     if toml is not None and not toml.is_file():
         raise SettingsError(f"setting config (FLUSHWATCH_CONFIG): no such file {toml}")
+    secrets = secrets_dir()
+    if secrets is not None and not secrets.is_dir():
+        raise SettingsError(f"setting secrets_dir (FLUSHWATCH_SECRETS_DIR): no such directory {secrets}")
     Settings._toml_file = toml
     try:
-        return Settings(**overrides)
+        return Settings(_secrets_dir=secrets, **overrides)  # type: ignore[call-arg]  # pydantic-settings' init option
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     except Exception as exc:  # a TOML syntax error, for one

@@ -97,3 +97,37 @@ def test_subscribe_needs_a_broker() -> None:
     result = subprocess.run([sys.executable, "-m", "flushwatch", "subscribe"], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.returncode == 2 and "FLUSHWATCH_MQTT_URL" in result.stderr
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flushwatch", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_config_show_merges_file_env_and_secret_files_and_masks_secrets(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "flushwatch_mqtt_url").write_text("mqtts://alice:topsecret@broker:8883\n")
+    toml = tmp_path / "flushwatch.toml"
+    toml.write_text('redis_url = "redis://:redispw@redis:6379/0"\n[detector]\nliq_trigger_ratio = 7\n')
+    env = {**os.environ, "FLUSHWATCH_SECRETS_DIR": str(secrets), "FLUSHWATCH_CONFIG": str(toml),
+           "FLUSHWATCH_DETECTOR__CASCADE_RATIO": "12"}
+    result = _cli("config", "show", env=env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["mqtt_url"] == "mqtts://alice:********@broker:8883"  # from the secret file, masked
+    assert shown["redis_url"] == "redis://:********@redis:6379/0"  # from the TOML file, masked
+    assert shown["detector"]["liq_trigger_ratio"] == 7 and shown["detector"]["cascade_ratio"] == 12
+    assert "topsecret" not in result.stdout and "redispw" not in result.stdout
+    assert _cli("config", "check", env=env).returncode == 0
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"FLUSHWATCH_DETECTOR__EXHAUST_RATIO": "9"}, "exhaust_ratio must be below liq_trigger_ratio"),
+    ({"FLUSHWATCH_MQTT_CA_FILE": "/nonexistent/ca.pem"}, "setting mqtt_ca_file (FLUSHWATCH_MQTT_CA_FILE)"),
+    ({"FLUSHWATCH_SECRETS_DIR": "/nonexistent/secrets"}, "setting secrets_dir (FLUSHWATCH_SECRETS_DIR)"),
+])
+def test_config_check_fails_naming_the_setting(env: dict[str, str], named: str) -> None:
+    result = _cli("config", "check", env={**os.environ, **env})
+    assert result.returncode == 2
+    assert named in " ".join(result.stderr.split())
