@@ -213,7 +213,8 @@ class _Server6(ThreadingWSGIServer):
 
 
 class MetricsServer:
-    """Serves ``/metrics`` from ``registry``, ``/healthz`` from ``health`` and the live page ``live`` (``/``,
+    """Serves ``/metrics`` from ``registry``, ``/healthz`` from ``health`` (alive), ``/readyz`` from ``ready``
+    (able to do its job) and the live page ``live`` (``/``,
     ``/live/*``, ``/api/*``; None serves none) on ``host:port``.
 
     ``port`` 0 binds a free port (read it back from ``.port``); the daemon does not start the server at
@@ -227,10 +228,12 @@ class MetricsServer:
         *,
         registry: CollectorRegistry = REGISTRY,
         health: HealthCheck | None = None,
+        ready: HealthCheck | None = None,
         live: LivePage | None = LIVE_PAGE,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
         self._health = health
+        self._ready = ready
         self._live = live
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         server_class = _Server6 if family == socket.AF_INET6 else ThreadingWSGIServer
@@ -254,8 +257,8 @@ class MetricsServer:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics(environ, start_response)
-        if path == "/healthz":
-            healthy, message = self._check()
+        if path in ("/healthz", "/readyz"):
+            healthy, message = self._check(self._health if path == "/healthz" else self._ready)
             status = "200 OK" if healthy else "503 Service Unavailable"
             start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
             return [message.encode() + b"\n"]
@@ -265,11 +268,12 @@ class MetricsServer:
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"see /metrics, /healthz and /\n" if self._live is not None else b"see /metrics and /healthz\n"]
 
-    def _check(self) -> tuple[bool, str]:
-        if self._health is None:
+    @staticmethod
+    def _check(check: HealthCheck | None) -> tuple[bool, str]:
+        if check is None:
             return True, "ok"
         try:
-            return self._health()
+            return check()
         except Exception as exc:  # a failing check is an unhealthy answer, not a dead server
             log.exception("health check failed")
             return False, f"health check failed: {exc!r}"

@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import REGISTRY
 
@@ -35,6 +35,8 @@ from flushwatch.signals import Signal
 from flushwatch.universe import Markets
 
 log = logging.getLogger(__name__)
+
+READY_CHECK_S: Final = 2.0  # how often Redis is pinged for /readyz
 
 
 def warm_up_kernels(settings: Settings) -> float:
@@ -58,6 +60,8 @@ class Daemon:
         self.settings = settings
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()
+        self._redis_ok = False
+        self._kernels_ready = False
         self._on_signals = on_signals
         self._servers: list[RunningServer] = []
         self.redis_url = ""
@@ -106,13 +110,15 @@ class Daemon:
         except REDIS_ERRORS as exc:
             log.warning("Redis at %s is not reachable yet (%s); events will be buffered", self.redis_url, exc)
         seconds = await asyncio.to_thread(warm_up_kernels, settings)
+        self._kernels_ready = True
         log.info("detector kernels ready in %.2f s", seconds)
 
         exporter = AssetStateCollector()
         REGISTRY.register(exporter)
         metrics = None
         if settings.metrics_port:
-            metrics = MetricsServer(settings.metrics_host, settings.metrics_port, health=self._health)
+            metrics = MetricsServer(settings.metrics_host, settings.metrics_port, health=self._health,
+                                    ready=self._readiness)
             metrics.start()
             self.metrics_port = metrics.port
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics.port)
@@ -137,6 +143,7 @@ class Daemon:
         tasks["detector"] = asyncio.create_task(detector.run(stops["detector"]), name="detector")
         tasks["writer"] = asyncio.create_task(self.writer.run(stops["writer"]), name="writer")
         tasks["collectors"] = asyncio.create_task(self.markets.run(stops["collectors"]), name="collectors")
+        watcher = asyncio.create_task(self._watch_redis(redis), name="redis-watch")
         self.ready.set()
         try:
             stopped = asyncio.create_task(self.stop.wait())
@@ -156,12 +163,35 @@ class Daemon:
                 if not tasks[name].done():
                     log.error("%s did not stop in time", name)
                     tasks[name].cancel()
+            watcher.cancel()
             if publisher is not None:
                 await publisher.close()
             if metrics is not None:
                 metrics.close()
             REGISTRY.unregister(exporter)
             await redis.aclose()
+
+    async def _watch_redis(self, redis: Any) -> None:
+        """Whether Redis answers, for ``/readyz`` (the metrics thread cannot ask it: the client is async)."""
+        while True:
+            try:
+                await asyncio.wait_for(redis.ping(), timeout=READY_CHECK_S)
+                self._redis_ok = True
+            except (TimeoutError, *REDIS_ERRORS):
+                self._redis_ok = False
+            await asyncio.sleep(READY_CHECK_S)
+
+    def _readiness(self) -> tuple[bool, str]:
+        """Ready when Redis answers, the kernels are compiled and every enabled feed has data within its
+        staleness window; otherwise the reasons."""
+        reasons = []
+        if not self._redis_ok:
+            reasons.append("redis not reachable")
+        if not self._kernels_ready:
+            reasons.append("detector kernels compiling")
+        stale = self.markets.stale_feeds(time.time_ns()) if self.markets is not None else ["collectors not started"]
+        reasons += [f"{venue}: no data within its staleness window" for venue in stale]
+        return (not reasons), ("ready" if not reasons else "; ".join(reasons))
 
     def _health(self) -> tuple[bool, str]:
         return (not self.stop.is_set()), ("ok" if not self.stop.is_set() else "stopping")

@@ -162,6 +162,18 @@ class Markets:
         self._running[venue] = _Running(symbols, collector, stop, task)
         log.info("%s: watching %s", venue, ", ".join(symbols))
 
+    def stale_feeds(self, now_ns: int) -> list[str]:
+        """Enabled venues without an event within their ``stale_after_s`` (or without a running collector):
+        what keeps ``/readyz`` from answering ready."""
+        stale = []
+        for venue in enabled_venues(self.settings):
+            running = self._running.get(venue)
+            window_ns = int(getattr(self.settings, venue).stale_after_s * 1e9)
+            newest = max(running.collector.sink.last_event_ns.values(), default=0) if running else 0
+            if running is None or running.task.done() or now_ns - newest > window_ns:
+                stale.append(venue)
+        return stale
+
     def collector(self, venue: str) -> BinanceCollector | VenueCollector | None:
         """The running collector of ``venue``, if any."""
         running = self._running.get(venue)

@@ -1,0 +1,52 @@
+"""``/readyz``: ready only while Redis answers, the kernels are compiled and every enabled feed has data;
+``/healthz`` stays alive meanwhile. A real daemon, a real Redis, the fake Binance."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+
+from flushwatch.daemon import Daemon
+from flushwatch.fake.scenario import Scenario
+from flushwatch.fake.server import FakeBinance
+from flushwatch.servers import free_port, start_redis
+from flushwatch.settings import BinanceSettings, load_settings
+from flushwatch.waiting import until
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake: FakeBinance) -> None:
+    redis = start_redis()
+    scenario = Scenario("flush", speed=40.0)
+    settings = load_settings(
+        redis_url=redis.url, metrics_port=free_port(),
+        binance=BinanceSettings(symbols=scenario.symbols, market_url=fake.market_url, public_url=fake.public_url,
+                                rest_url=fake.rest_url, stale_after_s=3.0, oi_poll_interval_s=0.25),
+    )
+    fake.register(scenario)
+    daemon = Daemon(settings)
+    runner = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: daemon.ready.is_set() and daemon.metrics_port > 0, within=60)
+        port = daemon.metrics_port
+        status, body = await asyncio.to_thread(_get, port, "/readyz")
+        assert status == 503 and "binance: no data" in body  # connected, but nothing has flowed yet
+        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
+        fake.attach(scenario)
+        await until(lambda: _get(port, "/readyz")[0] == 200, within=30)
+        assert _get(port, "/readyz")[1].strip() == "ready"
+        redis.stop()  # Redis gone: not ready, still alive
+        await until(lambda: "redis not reachable" in _get(port, "/readyz")[1], within=15)
+        assert _get(port, "/healthz")[0] == 200
+    finally:
+        daemon.stop.set()
+        await asyncio.wait_for(runner, 60)
+        redis.stop()
