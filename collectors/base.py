@@ -144,7 +144,7 @@ class FrameSink:
             FEED_REJECTED.labels(self.venue, reject.reason).inc()
             if reject.reason not in self._routine:
                 self._warn.warning(f"{self.venue}:{reject.reason}", "%s: dropped input (%s): %s",
-                                   self.venue, reject.reason, reject.detail[:200])
+                                   self.venue, reject.reason, reject.detail[:200], venue=self.venue)
 
     def report(self) -> None:
         """Publish counters; called from the watchdog, off the per-frame path."""

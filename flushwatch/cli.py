@@ -6,15 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from flushwatch import __version__
 from flushwatch.settings import Settings, SettingsError, load_settings
@@ -35,13 +32,9 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _logging(level: str, console: Console | None = None) -> None:
-    if sys.stderr.isatty() or console is not None:
-        handler: logging.Handler = RichHandler(console=console or err, show_path=False)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
+    from flushwatch.logs import configure_logging
+
+    configure_logging(level, console)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="Show or check the effective configuration.")

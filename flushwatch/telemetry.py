@@ -90,7 +90,8 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warning(self, key: str, msg: str, *args: object) -> None:
+    def warning(self, key: str, msg: str, *args: object, **context: object) -> None:
+        """``context`` (``venue=``, ``asset=``) becomes fields of a structured log line."""
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
@@ -99,6 +100,7 @@ class RateLimitedLog:
         skipped = self._suppressed.pop(key, 0)
         self._last[key] = now
         if skipped:
-            self._logger.warning(msg + " (%d similar suppressed)", *args, skipped)
+            self._logger.warning(msg + " (%d similar suppressed)", *args, skipped,
+                                 extra={**context, "suppressed": skipped})
         else:
-            self._logger.warning(msg, *args)
+            self._logger.warning(msg, *args, extra=context)

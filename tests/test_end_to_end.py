@@ -237,3 +237,7 @@ async def test_sigterm_mid_stream_flushes_acknowledges_and_says_offline(
     groups = {g["name"].decode(): g for g in client.xinfo_groups(events_key(0))}
     assert groups[DETECTOR_GROUP]["lag"] == 0  # and nothing was left unread
     assert "not written to Redis" not in output
+    # off a terminal the daemon logs JSON lines, one object per line, with the logger and level as fields
+    logged = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert logged and all({"ts", "level", "logger", "msg"} <= line.keys() for line in logged)
+    assert any(line["msg"].startswith("shutting down") for line in logged)
