@@ -37,6 +37,7 @@ from flushwatch.universe import Markets
 log = logging.getLogger(__name__)
 
 READY_CHECK_S: Final = 2.0  # how often Redis is pinged for /readyz
+BEAT_S: Final = 0.5  # the event loop's heartbeat, which /healthz reads
 
 
 def warm_up_kernels(settings: Settings) -> float:
@@ -62,6 +63,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self._redis_ok = False
         self._kernels_ready = False
+        self._beat = time.monotonic()
+        self.loop_stall_s = 10.0
+        """``/healthz`` fails once the event loop has not run for this long (blocked: receive loops would miss
+        their keepalives)."""
         self._on_signals = on_signals
         self._servers: list[RunningServer] = []
         self.redis_url = ""
@@ -144,6 +149,7 @@ class Daemon:
         tasks["writer"] = asyncio.create_task(self.writer.run(stops["writer"]), name="writer")
         tasks["collectors"] = asyncio.create_task(self.markets.run(stops["collectors"]), name="collectors")
         watcher = asyncio.create_task(self._watch_redis(redis), name="redis-watch")
+        heart = asyncio.create_task(self._heartbeat(), name="heartbeat")
         self.ready.set()
         try:
             stopped = asyncio.create_task(self.stop.wait())
@@ -164,6 +170,7 @@ class Daemon:
                     log.error("%s did not stop in time", name)
                     tasks[name].cancel()
             watcher.cancel()
+            heart.cancel()
             if publisher is not None:
                 await publisher.close()
             if metrics is not None:
@@ -193,5 +200,16 @@ class Daemon:
         reasons += [f"{venue}: no data within its staleness window" for venue in stale]
         return (not reasons), ("ready" if not reasons else "; ".join(reasons))
 
+    async def _heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(BEAT_S)
+
     def _health(self) -> tuple[bool, str]:
-        return (not self.stop.is_set()), ("ok" if not self.stop.is_set() else "stopping")
+        """Alive: not stopping, and the event loop ran recently (called from the metrics thread)."""
+        if self.stop.is_set():
+            return False, "stopping"
+        stalled = time.monotonic() - self._beat
+        if stalled > self.loop_stall_s:
+            return False, f"event loop unresponsive for {stalled:.1f} s"
+        return True, "ok"

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -46,6 +48,36 @@ async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake:
         redis.stop()  # Redis gone: not ready, still alive
         await until(lambda: "redis not reachable" in _get(port, "/readyz")[1], within=15)
         assert _get(port, "/healthz")[0] == 200
+    finally:
+        daemon.stop.set()
+        await asyncio.wait_for(runner, 60)
+        redis.stop()
+
+
+async def test_healthz_fails_while_the_event_loop_is_blocked(fake: FakeBinance) -> None:
+    redis = start_redis()
+    settings = load_settings(redis_url=redis.url, metrics_port=free_port(),
+                             binance=BinanceSettings(symbols=["BTCUSDT"], market_url=fake.market_url,
+                                                     public_url=fake.public_url, rest_url=fake.rest_url))
+    daemon = Daemon(settings)
+    daemon.loop_stall_s = 1.0
+    runner = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: daemon.ready.is_set() and daemon.metrics_port > 0, within=60)
+        port = daemon.metrics_port
+        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
+        seen: list[tuple[int, str]] = []
+
+        def probe_later() -> None:
+            time.sleep(2.0)
+            seen.append(_get(port, "/healthz"))
+
+        prober = threading.Thread(target=probe_later)
+        prober.start()
+        time.sleep(3.0)  # noqa: ASYNC251 -- blocking the loop on purpose: the metrics thread still answers
+        prober.join()
+        assert seen[0][0] == 503 and "event loop unresponsive" in seen[0][1]
+        await until(lambda: _get(port, "/healthz")[0] == 200, within=5)  # the loop runs again
     finally:
         daemon.stop.set()
         await asyncio.wait_for(runner, 60)
