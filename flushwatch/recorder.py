@@ -94,16 +94,17 @@ class _File:
         self.opened = time.monotonic()
         self.records = 0
         self.dropped = 0
+        self.size = 0
         self._raw: IO[bytes] = path.open("xb")
         self._zstd = zstandard.ZstdCompressor(level=level).stream_writer(self._raw, closefd=False)
         self._zstd.write(_encode(header) + b"\n")
 
-    def write(self, batch: list[_Pending]) -> int:
-        """Append and flush a block (a crash loses at most the batch being written); returns the file size."""
+    def write(self, batch: list[_Pending]) -> None:
+        """Append and flush a block (a crash loses at most the batch being written)."""
         self._zstd.write(b"".join(encode_line(*item) + b"\n" for item in batch))
         self._zstd.flush(zstandard.FLUSH_BLOCK)
         self.records += len(batch)
-        return self._raw.tell()
+        self.size = self._raw.tell()
 
     def close(self, reason: str) -> None:
         end = {"t": "end", "ts": time.time_ns(), "frames": self.records, "dropped": self.dropped, "reason": reason}
@@ -194,13 +195,16 @@ class Recorder:
             await self._rotate("resubscribed")
         if not batch:
             return
+        # A full file is closed when the next records arrive, not at once: a session that stops right after
+        # would otherwise end on a part that says "rotate" with no part after it.
+        if self._file is not None and (self._file.size >= self._rotate_bytes
+                                       or time.monotonic() - self._file.opened >= self._rotate_s):
+            await self._rotate("rotate")
         if self._file is None:
             self._file = await asyncio.to_thread(self._open, venues if venues is not None else self._describe())
         self._file.dropped += self.dropped - self._dropped_noted  # the file whose records they were to be
         self._dropped_noted = self.dropped
-        size = await asyncio.to_thread(self._file.write, batch)
-        if size >= self._rotate_bytes or time.monotonic() - self._file.opened >= self._rotate_s:
-            await self._rotate("rotate")
+        await asyncio.to_thread(self._file.write, batch)
 
     async def _rotate(self, reason: str) -> None:
         if self._file is not None:
