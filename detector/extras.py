@@ -27,7 +27,7 @@ from detector.fuel import (
     grow_fuel,
 )
 from detector.hawkes import HawkesState, allocate_hawkes, grow_hawkes, hawkes_push
-from detector.kernels import lagged_mean, sum_ring_add
+from detector.kernels import lagged_mean, row_reason, sum_ring_add
 from detector.seasonal import (
     S_DEPTH,
     S_LIQ_LONG,
@@ -127,37 +127,31 @@ def _open_interest(fuel, tape, i, t, oi_usd, lev, weight, mmr, width):
 @njit(cache=True, nogil=True)
 def apply_extras(season, hawkes, fuel, tape, kind, slot, t, v0, v1, v2, lev, weight, mmr, width, calib_window_s):
     """Fold one columnar batch into the companions, row by row in event order, so the result does not depend
-    on how the rows were split into batches. Rows ``apply_batch`` refuses are skipped by the same rules
-    (counted there, not twice)."""
+    on how the rows were split into batches. Rows ``apply_batch`` refuses are skipped by the same
+    ``row_reason`` (counted there, not twice)."""
     n_slots = tape.shape[0]
     # arrays out of their tuples once (see ``detector.kernels.apply_batch``)
     median, spread, count, hour, acc_sum, acc_n, seen = season
     times, arrivals = hawkes.times, hawkes.count
     liq_pending = fuel.liq_pending
     for e in range(kind.shape[0]):
-        i = slot[e]
-        te = t[e]
-        if i < 0 or i >= n_slots or not 0.0 < te < np.inf:
-            continue
-        k = kind[e]
+        i, te, k = slot[e], t[e], kind[e]
         a, b, c = v0[e], v1[e], v2[e]
-        if k in (TRADE, LIQ):
-            if not (0.0 < a < np.inf and 0.0 <= b < np.inf and (c == 1.0 or c == -1.0)):
-                continue
-            if k == TRADE:
-                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_VOLUME, b)
-                _trade(fuel, liq_pending, tape, i, te, a, b, c > 0, calib_window_s)
-            else:
-                side = 0 if c > 0 else 1
-                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_LIQ_LONG + side, b)
-                hawkes_push(times, arrivals, i, side, te)
-                fuel_liquidation(fuel, i, te, side, b)
-                _map_changed(tape, i)
+        if row_reason(k, i, n_slots, te, a, b, c) >= 0:
+            continue
+        if k == TRADE:
+            season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_VOLUME, b)
+            _trade(fuel, liq_pending, tape, i, te, a, b, c > 0, calib_window_s)
+        elif k == LIQ:
+            side = 0 if c > 0 else 1
+            season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_LIQ_LONG + side, b)
+            hawkes_push(times, arrivals, i, side, te)
+            fuel_liquidation(fuel, i, te, side, b)
+            _map_changed(tape, i)
         elif k == DEPTH:
-            if 0.0 < a < np.inf and 0.0 <= b < np.inf and 0.0 <= c < np.inf:
-                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_DEPTH, b)
-                season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_SPREAD, c)
-        elif k == OI and 0.0 <= a < np.inf:
+            season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_DEPTH, b)
+            season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_SPREAD, c)
+        elif k == OI:
             _open_interest(fuel, tape, i, te, a, lev, weight, mmr, width)
 
 

@@ -319,6 +319,27 @@ def _set_price(price, val_t, px_sec, px_sec_last, px_sec_first, vol_var, vol_w, 
         ring_put(px_min, px_min_last, px_min_first, i, math.floor(t / 60.0), value)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def row_reason(k, i, n_slots, t, a, b, c):
+    """Why a batch row (``detector.batch`` columns) must be refused, as an index into ``REJECT_REASONS``, or
+    -1 for a good row. One set of rules for every kernel that reads the batch, so they skip the same rows."""
+    if i < 0 or i >= n_slots:
+        return R_BAD_SLOT
+    if not (0.0 < t < _INF):
+        return R_BAD_TIME
+    if k in (TRADE, LIQ):
+        ok = 0.0 < a < _INF and 0.0 <= b < _INF and (c == 1.0 or c == -1.0)
+    elif k == FUNDING:
+        ok = 0.0 < a < _INF and 0.0 < b < _INF and -_INF < c < _INF
+    elif k == OI:
+        ok = 0.0 <= a < _INF and 0.0 <= b < _INF
+    elif k == DEPTH:
+        ok = 0.0 < a < _INF and 0.0 <= b < _INF and 0.0 <= c < _INF
+    else:
+        return R_BAD_KIND
+    return -1 if ok else R_BAD_VALUE
+
+
 @njit(cache=True, nogil=True)
 def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
     """Fold one columnar batch (see ``detector.batch``) into ``state``. Returns the number of refused rows
@@ -378,16 +399,11 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
         a = v0[e]
         b = v1[e]
         c = v2[e]
-        if i < 0 or i >= n_slots:
-            rejects[R_BAD_SLOT] += 1
-            continue
-        if not (0.0 < te < _INF):
-            rejects[R_BAD_TIME] += 1
+        reason = row_reason(k, i, n_slots, te, a, b, c)
+        if reason >= 0:
+            rejects[reason] += 1
             continue
         if k in (TRADE, LIQ):
-            if not (0.0 < a < _INF and 0.0 <= b < _INF and (c == 1.0 or c == -1.0)):
-                rejects[R_BAD_VALUE] += 1
-                continue
             if k == TRADE:
                 if c > 0:
                     decay_add(acc, acc_t, i, CH_BUY, te, b, tau_flow)
@@ -410,9 +426,6 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 totals[i, T_LIQ_LONG_USD + side] += b
                 totals[i, T_LIQUIDATIONS] += 1
         elif k == FUNDING:
-            if not (0.0 < a < _INF and 0.0 < b < _INF and -_INF < c < _INF):
-                rejects[R_BAD_VALUE] += 1
-                continue
             totals[i, T_FUNDING_MARKS] += 1
             if te >= val_t[i, VT_MARK]:
                 mark[i] = a
@@ -424,18 +437,12 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 _set_price(price, val_t, px_sec, px_sec_last, px_sec_first, vol_var, vol_w, px_min, px_min_last,
                            px_min_first, i, te, a, alpha)
         elif k == OI:
-            if not (0.0 <= a < _INF and 0.0 <= b < _INF):
-                rejects[R_BAD_VALUE] += 1
-                continue
             totals[i, T_OPEN_INTEREST] += 1
             if te >= val_t[i, VT_OI]:
                 oi_usd[i] = a
                 val_t[i, VT_OI] = te
                 ring_put(oi_min, oi_min_last, oi_min_first, i, math.floor(te / 60.0), a)
-        elif k == DEPTH:
-            if not (0.0 < a < _INF and 0.0 <= b < _INF and 0.0 <= c < _INF):
-                rejects[R_BAD_VALUE] += 1
-                continue
+        else:
             totals[i, T_DEPTH] += 1
             if te >= val_t[i, VT_DEPTH]:
                 depth1[i] = b
@@ -443,9 +450,6 @@ def apply_batch(state, kind, slot, t, v0, v1, v2, v3, p):
                 val_t[i, VT_DEPTH] = te
                 depth_put(depth_ring, depth_last, depth_first, depth_med, i, te, b)
                 depth_put(spread_ring, spread_last, spread_first, spread_med, i, te, c)
-        else:
-            rejects[R_BAD_KIND] += 1
-            continue
         t_first[i] = min(t_first[i], te)
         t_last[i] = max(t_last[i], te)
     return rejects
