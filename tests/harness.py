@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,9 @@ from collectors.queue import EventQueue
 from collectors.venue import ConnectionSettings, VenueCollector, VenueSpec
 from flushwatch.events import Event
 from flushwatch.fake.scenario import Scenario
+from flushwatch.fake.server import FakeBinance
+from flushwatch.servers import free_port
+from flushwatch.settings import BinanceSettings, Settings, load_settings
 from flushwatch.signals import STAGE_NAMES
 
 
@@ -76,4 +80,21 @@ def assert_flush_story(events: list[dict[str, Any]], scenario: Scenario) -> None
         assert scenario.phase_at("BTC", max(t, 0.0)).name in expected[event["stage"]], (event["stage"], t)
     sol = [e for e in events if e["asset"] == "SOL"]
     assert sol and all(e["stage"] == 0 for e in sol) and any(e["stage_name"] == "overheated" for e in sol)
+
+
+def daemon_settings(fake: FakeBinance, symbols: list[str], redis_url: str, mqtt_port: int | None = None,
+                    prefix: str = "flushwatch/v1", **binance: Any) -> Settings:
+    """Settings of a whole daemon against the fake Binance, on a free metrics port; with ``mqtt_port`` it
+    publishes there under ``prefix`` with a client id of its own, else it starts a private broker."""
+    mqtt: dict[str, Any] = {}
+    if mqtt_port is not None:
+        mqtt = {"mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "mqtt_prefix": prefix,
+                "mqtt_client_id": f"fw-{uuid.uuid4().hex[:8]}"}
+    return load_settings(
+        redis_url=redis_url,
+        metrics_port=free_port(),
+        binance=BinanceSettings(symbols=symbols, market_url=fake.market_url, public_url=fake.public_url,
+                                rest_url=fake.rest_url, **binance),
+        **mqtt,
+    )
 

@@ -16,7 +16,7 @@ import aiomqtt
 import msgspec
 import pytest
 import redis
-from harness import assert_flush_story
+from harness import assert_flush_story, daemon_settings
 
 from collectors.binance.collector import BinanceCollector
 from collectors.queue import EventQueue
@@ -27,7 +27,7 @@ from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.redis_client import connect_redis
 from flushwatch.servers import RunningServer, free_port
-from flushwatch.settings import BinanceSettings, Settings, WriterSettings, load_settings
+from flushwatch.settings import BinanceSettings, WriterSettings
 from flushwatch.streams import DETECTOR_GROUP, decode_events, events_key
 from flushwatch.waiting import until
 
@@ -78,19 +78,6 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-def settings_for(fake: FakeBinance, symbols: list[str], redis_url: str, mqtt_port: int, prefix: str,
-                 **binance: Any) -> Settings:
-    return load_settings(
-        redis_url=redis_url,
-        mqtt_url=f"mqtt://127.0.0.1:{mqtt_port}",
-        mqtt_prefix=prefix,
-        mqtt_client_id=f"fw-{uuid.uuid4().hex[:8]}",
-        metrics_port=free_port(),
-        binance=BinanceSettings(symbols=symbols, market_url=fake.market_url, public_url=fake.public_url,
-                                rest_url=fake.rest_url, **binance),
-    )
-
-
 @pytest.mark.slow
 async def test_scripted_flush_arrives_as_mqtt_alerts_and_metrics(
     fake: FakeBinance, redis_server: RunningServer, mosquitto: RunningServer
@@ -99,7 +86,7 @@ async def test_scripted_flush_arrives_as_mqtt_alerts_and_metrics(
     scenario = Scenario("flush", seed=3, speed=speed)
     fake.register(scenario)
     prefix = f"e2e-{uuid.uuid4().hex[:6]}/v1"
-    settings = settings_for(fake, scenario.symbols, redis_server.url, mosquitto.port, prefix,
+    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port, prefix,
                             oi_poll_interval_s=10.0 / speed, stale_after_s=10.0)
     daemon = Daemon(settings)
     async with Subscriber(mosquitto.port, prefix) as sub:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import daemon_settings
 
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, free_port
-from flushwatch.settings import BinanceSettings, load_settings
 from flushwatch.signals import Signal, StageChange
 from flushwatch.waiting import until
 from grafana.build import dashboards
@@ -137,15 +137,9 @@ async def test_every_grafana_target_has_data_in_a_real_prometheus(
     speed = 120.0
     scenario = Scenario("flush", seed=3, speed=speed)
     fake.register(scenario)
-    settings = load_settings(
-        redis_url=redis_server.url,
-        mqtt_url=f"mqtt://127.0.0.1:{mosquitto.port}",
-        mqtt_prefix=f"graf-{uuid.uuid4().hex[:6]}/v1",
-        mqtt_client_id=f"fw-{uuid.uuid4().hex[:8]}",
-        metrics_port=free_port(),
-        binance=BinanceSettings(symbols=scenario.symbols, market_url=fake.market_url, public_url=fake.public_url,
-                                rest_url=fake.rest_url, oi_poll_interval_s=10.0 / speed, stale_after_s=10.0),
-    )
+    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port,
+                               f"graf-{uuid.uuid4().hex[:6]}/v1", oi_poll_interval_s=10.0 / speed,
+                               stale_after_s=10.0)
     changes: list[StageChange] = []
 
     def on_signals(signals: list[Signal]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import daemon_settings
 from prometheus_client import CollectorRegistry
 
 from alerts.exporter import MetricsServer
@@ -29,8 +30,7 @@ from flushwatch.daemon import Daemon
 from flushwatch.events import PositionSide
 from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
-from flushwatch.servers import RunningServer, free_port
-from flushwatch.settings import BinanceSettings, load_settings
+from flushwatch.servers import RunningServer
 from flushwatch.signals import AssetState, SideState, StageChange, stage_name
 from flushwatch.waiting import until
 
@@ -415,15 +415,9 @@ async def test_the_page_follows_a_running_daemon_in_headless_chromium(
     speed = 60.0
     scenario = Scenario("flush", seed=3, speed=speed)
     fake.register(scenario)
-    settings = load_settings(
-        redis_url=redis_server.url,
-        mqtt_url=f"mqtt://127.0.0.1:{mosquitto.port}",
-        mqtt_prefix=f"live-{uuid.uuid4().hex[:6]}/v1",
-        mqtt_client_id=f"fw-{uuid.uuid4().hex[:8]}",
-        metrics_port=free_port(),
-        binance=BinanceSettings(symbols=scenario.symbols, market_url=fake.market_url, public_url=fake.public_url,
-                                rest_url=fake.rest_url, oi_poll_interval_s=10.0 / speed, stale_after_s=10.0),
-    )
+    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port,
+                               f"live-{uuid.uuid4().hex[:6]}/v1", oi_poll_interval_s=10.0 / speed,
+                               stale_after_s=10.0)
     driver = await asyncio.to_thread(_browser)
     LIVE_PAGE.clear()  # the daemon feeds the process's page: nothing from an earlier test in this process
     daemon = Daemon(settings)

@@ -9,11 +9,12 @@ import time
 import urllib.error
 import urllib.request
 
+from harness import daemon_settings
+
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
-from flushwatch.servers import free_port, start_redis
-from flushwatch.settings import BinanceSettings, load_settings
+from flushwatch.servers import start_redis
 from flushwatch.waiting import until
 
 
@@ -28,11 +29,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake: FakeBinance) -> None:
     redis = start_redis()
     scenario = Scenario("flush", speed=40.0)
-    settings = load_settings(
-        redis_url=redis.url, metrics_port=free_port(),
-        binance=BinanceSettings(symbols=scenario.symbols, market_url=fake.market_url, public_url=fake.public_url,
-                                rest_url=fake.rest_url, stale_after_s=3.0, oi_poll_interval_s=0.25),
-    )
+    settings = daemon_settings(fake, scenario.symbols, redis.url, stale_after_s=3.0, oi_poll_interval_s=0.25)
     fake.register(scenario)
     daemon = Daemon(settings)
     runner = asyncio.create_task(daemon.run())
@@ -56,9 +53,7 @@ async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake:
 
 async def test_healthz_fails_while_the_event_loop_is_blocked(fake: FakeBinance) -> None:
     redis = start_redis()
-    settings = load_settings(redis_url=redis.url, metrics_port=free_port(),
-                             binance=BinanceSettings(symbols=["BTCUSDT"], market_url=fake.market_url,
-                                                     public_url=fake.public_url, rest_url=fake.rest_url))
+    settings = daemon_settings(fake, ["BTCUSDT"], redis.url)
     daemon = Daemon(settings)
     daemon.loop_stall_s = 1.0
     runner = asyncio.create_task(daemon.run())
