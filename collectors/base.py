@@ -179,6 +179,7 @@ class FeedConnection:
     connections: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
     _last_frame: float = 0.0
+    _delivered: bool = False
 
     def __post_init__(self) -> None:
         # The causes this connection decides itself, exported at 0 from the start; the others carry a status
@@ -192,10 +193,11 @@ class FeedConnection:
             reason, delay = await self._session(stop)
             if stop.is_set():
                 return
-            if reason in ("max_age", "stale"):
+            if self._delivered:
+                # A connection that delivered data was healthy: its loss starts a new series of retries
+                # rather than continuing the failures of hours ago at the backoff cap.
                 attempt = 0
-            else:
-                attempt += 1
+            attempt = 0 if reason in ("max_age", "stale") else attempt + 1
             self.reconnects[reason] = self.reconnects.get(reason, 0) + 1
             FEED_RECONNECTS.labels(self.venue, reason).inc()
             wait = max(delay, self.policy.backoff(attempt)) if attempt else delay
@@ -205,6 +207,7 @@ class FeedConnection:
 
     async def _session(self, stop: asyncio.Event) -> tuple[str, float]:
         """One connection's life; returns why it ended and the minimum wait before the next."""
+        self._delivered = False
         try:
             ws = await connect(
                 self.url,
@@ -244,6 +247,7 @@ class FeedConnection:
                 # every 10 s) must still be caught by the staleness watchdog.
                 if self.sink.events != events:
                     self._last_frame = time.monotonic()
+                    self._delivered = True
         except ConnectionClosed as exc:
             if not ended:
                 ended.append(f"closed_{exc.rcvd.code}" if exc.rcvd else "closed_1006")

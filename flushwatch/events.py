@@ -151,6 +151,32 @@ def funding_mark(
     )
 
 
+DepthBands = tuple[float, float, tuple[float, float, float], tuple[float, float, float], float]
+"""``(mid, spread_bps, bid_usd, ask_usd, reach_bps)``: the fields of ``Depth`` a book reduces to."""
+
+_BELOW: Final = tuple(1 - b / 1e4 for b in DEPTH_BANDS_BPS)
+_ABOVE: Final = tuple(1 + b / 1e4 for b in DEPTH_BANDS_BPS)
+
+
+def near_mid(best_bid: float, best_ask: float) -> tuple[float, float, list[float], list[float]] | None:
+    """``(mid, spread_bps, bid edges, ask edges)`` of a book's best prices, the edges being the band limits
+    below and above mid; ``None`` for a crossed book."""
+    if best_bid <= 0 or best_ask <= best_bid:
+        return None
+    mid = 0.5 * (best_bid + best_ask)
+    return mid, (best_ask - best_bid) / mid * 1e4, [mid * f for f in _BELOW], [mid * f for f in _ABOVE]
+
+
+def banded_depth(mid: float, spread_bps: float, bid_usd: tuple[float, float, float],
+                 ask_usd: tuple[float, float, float], worst_bid: float, worst_ask: float) -> DepthBands | None:
+    """The ``DepthBands`` of banded sums, given the last level used on each side; ``None`` when a sum
+    overflowed (finite prices and sizes can still overflow their product)."""
+    if not math.isfinite(bid_usd[2] + ask_usd[2]):
+        return None
+    reach_bps = min((mid - worst_bid) / mid, (worst_ask - mid) / mid) * 1e4
+    return mid, spread_bps, bid_usd, ask_usd, reach_bps
+
+
 def _banded(levels: list[tuple[float, float]], edges: list[float], direction: float) -> tuple[float, float, float]:
     """Cumulative notional of ``levels`` (best first) inside each band edge, in one pass: bands are nested,
     so each edge takes the running sum at the first level beyond it."""
@@ -168,9 +194,7 @@ def _banded(levels: list[tuple[float, float]], edges: list[float], direction: fl
     return out[0], out[1], out[2]
 
 
-def depth_from_levels(
-    bids: list[tuple[float, float]], asks: list[tuple[float, float]]
-) -> tuple[float, float, tuple[float, float, float], tuple[float, float, float], float] | None:
+def depth_from_levels(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> DepthBands | None:
     """Sum book levels into the depth bands.
 
     ``bids`` and ``asks`` are ``(price, size)`` pairs, best first. Returns ``(mid, spread_bps, bid_usd,
@@ -178,14 +202,9 @@ def depth_from_levels(
     """
     if not bids or not asks:
         return None
-    best_bid, best_ask = bids[0][0], asks[0][0]
-    if best_bid <= 0 or best_ask <= best_bid:
+    near = near_mid(bids[0][0], asks[0][0])
+    if near is None:
         return None
-    mid = 0.5 * (best_bid + best_ask)
-    spread_bps = (best_ask - best_bid) / mid * 1e4
-    bid_usd = _banded(bids, [mid * (1 - b / 1e4) for b in DEPTH_BANDS_BPS], -1.0)
-    ask_usd = _banded(asks, [mid * (1 + b / 1e4) for b in DEPTH_BANDS_BPS], 1.0)
-    reach_bps = min((mid - bids[-1][0]) / mid, (asks[-1][0] - mid) / mid) * 1e4
-    if not math.isfinite(bid_usd[2] + ask_usd[2]):  # finite prices and sizes can still overflow their product
-        return None
-    return mid, spread_bps, bid_usd, ask_usd, reach_bps
+    mid, spread_bps, bid_edges, ask_edges = near
+    return banded_depth(mid, spread_bps, _banded(bids, bid_edges, -1.0), _banded(asks, ask_edges, 1.0),
+                        bids[-1][0], asks[-1][0])

@@ -331,18 +331,18 @@ def test_a_delta_channel_is_never_read_as_a_book(tardis: list[dict[str, Any]]) -
 def test_marks_never_go_back_but_a_same_time_mark_wins() -> None:
     p = parser()
     p.parse(frame({"arg": {"channel": "index-tickers", "instId": "BTC-USDT"},
-                   "data": [{"instId": "BTC-USDT", "idxPx": "100", "ts": "1000"}]}), 1)
+                   "data": [{"instId": "BTC-USDT", "idxPx": "100", "ts": "1700000001000"}]}), 1)
 
     def mark(px: str, ts: str) -> bytes:
         return frame({"arg": {"channel": "mark-price", "instId": "BTC-USDT-SWAP"},
                       "data": [{"instId": "BTC-USDT-SWAP", "instType": "SWAP", "markPx": px, "ts": ts}]})
 
-    nothing(p.parse(mark("101", "2000"), 1))  # no funding rate yet: nothing to emit, nothing wrong
-    nothing(p.parse(mark("102", "2000"), 1))
-    assert only_reject(p.parse(mark("103", "1999"), 1))[0] == "stale"
+    nothing(p.parse(mark("101", "1700000002000"), 1))  # no funding rate yet: nothing to emit, nothing wrong
+    nothing(p.parse(mark("102", "1700000002000"), 1))
+    assert only_reject(p.parse(mark("103", "1700000001999"), 1))[0] == "stale"
     p.parse(frame({"arg": {"channel": "funding-rate", "instId": "BTC-USDT-SWAP"},
-                   "data": [{"instId": "BTC-USDT-SWAP", "fundingRate": "0.0001", "ts": "2001"}]}), 1)
-    assert only_event(p.parse(mark("104", "2002"), 1)).mark_price == 104.0
+                   "data": [{"instId": "BTC-USDT-SWAP", "fundingRate": "0.0001", "ts": "1700000002001"}]}), 1)
+    assert only_event(p.parse(mark("104", "1700000002002"), 1)).mark_price == 104.0
 
 
 @pytest.mark.parametrize(("message", "expected"), [

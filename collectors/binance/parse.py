@@ -21,7 +21,7 @@ import msgspec
 
 from collectors.binance import schemas
 from collectors.binance.spec import ALL_LIQUIDATIONS_STREAM, asset_of
-from collectors.parsing import ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
+from collectors.parsing import ParseResult, Sequencer, funding_rate, guarded, ms_to_ns, num, positive, reject, tradable
 from flushwatch.events import (
     Depth,
     Event,
@@ -142,7 +142,7 @@ class BinanceParser:
             return reject("unknown_symbol", symbol)
         price, size = num(msg.p), num(msg.q)
         ts_event = ms_to_ns(msg.T)
-        if not (positive(price) and positive(size)) or ts_event is None:
+        if not tradable(price, size) or ts_event is None:
             return reject("bad_value", f"{symbol} aggTrade p={msg.p!r} q={msg.q!r} T={msg.T}")
         trade_id = msg.l if msg.a is None else msg.a
         if (late := self._trade_ids.check(symbol, trade_id)) is not None:
@@ -169,7 +169,7 @@ class BinanceParser:
         if (
             not positive(mark)
             or not (positive(index) or msg.i == "")
-            or not math.isfinite(rate)
+            or not funding_rate(rate)
             or ts_event is None
             or next_funding is None
         ):
@@ -222,7 +222,7 @@ class BinanceParser:
         if price == 0.0:
             price = num(order.p)
         ts_event = ms_to_ns(order.T)
-        if not (positive(price) and positive(size)) or ts_event is None:
+        if not tradable(price, size) or ts_event is None:
             return reject("bad_value", f"{symbol} forceOrder ap={order.ap!r} z={order.z!r} T={order.T}")
         return ParseResult([Liquidation(VENUE, symbol, asset, ts_event, ts_recv, price, size, side)], [], [])
 

@@ -29,7 +29,7 @@ from collectors.bitmex.instruments import DEFAULT_FUNDING_INTERVAL_H, VENUE
 from collectors.bitmex.schemas import UNSET, iso_to_ns
 from collectors.book import Book
 from collectors.instruments import Instrument
-from collectors.parsing import EMPTY, ParseResult, guarded, reject
+from collectors.parsing import EMPTY, ParseResult, funding_rate, guarded, reject, tradable, venue_time
 from collectors.rejects import Reject, RejectReason
 from flushwatch.events import Depth, Event, Liquidation, OpenInterest, PositionSide, TakerSide, Trade, funding_mark
 
@@ -148,8 +148,8 @@ class BitmexParser:
             if m is None:
                 rejects.append(Reject("unknown_symbol", row.symbol))
                 continue
-            side, price, size, ts = _TAKER.get(row.side), row.price, row.size, iso_to_ns(row.timestamp)
-            if side is None or not (0.0 < price < _INF and 0.0 < size < _INF) or ts is None:
+            side, price, size, ts = _TAKER.get(row.side), row.price, row.size, _venue_time(row.timestamp)
+            if side is None or not tradable(price, size) or ts is None:
                 rejects.append(Reject("bad_value", f"{row.symbol} trade {row.side!r} {price} {size} {row.timestamp!r}"))
                 continue
             if ts < m.trade_ts or (ts == m.trade_ts and row.trdMatchID in m.trade_ids):
@@ -195,9 +195,9 @@ class BitmexParser:
             if fields.get(name) is not None and not _positive(fields[name]):
                 return f"{name}={fields[name]}"
         rate, oi = fields.get("fundingRate"), fields.get("openInterest")
-        if (rate is not None and not math.isfinite(rate)) or (oi is not None and not 0.0 <= oi < _INF):
+        if (rate is not None and not funding_rate(rate)) or (oi is not None and not 0.0 <= oi < _INF):
             return f"fundingRate={rate} openInterest={oi}"
-        times = {name: iso_to_ns(fields[name]) for name in ("timestamp", "fundingTimestamp") if fields.get(name)}
+        times = {name: _venue_time(fields[name]) for name in ("timestamp", "fundingTimestamp") if fields.get(name)}
         interval = fields.get("fundingInterval")
         hours = schemas.timespan_hours(interval) if interval else 0.0
         if None in times.values() or hours is None:
@@ -286,7 +286,7 @@ class BitmexParser:
                 touched.append(m)
             if row.timestamp is not None and row.timestamp != text:  # rows of a message share their time
                 text = row.timestamp
-                ts = max(ts, iso_to_ns(text) or 0)
+                ts = max(ts, _venue_time(text) or 0)
         events: list[Event] = []
         for m in touched:
             if m.book.synced:
@@ -379,3 +379,8 @@ class BitmexParser:
                 else:
                     rejects.append(Reject("out_of_sync", f"{row.symbol} liquidation with no venue time known"))
         return ParseResult(events, rejects)
+
+
+def _venue_time(text: str) -> int | None:
+    """A BitMEX time as int ns, if it is one and a plausible ``venue_time``."""
+    return venue_time(iso_to_ns(text))

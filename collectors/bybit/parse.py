@@ -28,7 +28,19 @@ from collectors.bybit import schemas
 from collectors.bybit.schemas import TickerValue
 from collectors.bybit.spec import LIQUIDATIONS, ORDERBOOK, TICKERS, TRADES, VENUE, request
 from collectors.instruments import Instrument
-from collectors.parsing import EMPTY, NS_PER_MS, ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
+from collectors.parsing import (
+    EMPTY,
+    NS_PER_MS,
+    ParseResult,
+    Sequencer,
+    funding_rate,
+    guarded,
+    ms_to_ns,
+    num,
+    positive,
+    reject,
+    tradable,
+)
 from collectors.rejects import Reject, RejectReason
 from flushwatch.events import (
     Depth,
@@ -192,7 +204,7 @@ class BybitParser:
                 continue
             price, size = num(t.p), num(t.v)
             ts_event = ms_to_ns(t.T)
-            if not (positive(price) and positive(size)) or ts_event is None:
+            if not tradable(price, size) or ts_event is None:
                 rejects.append(Reject("bad_value", f"{symbol} trade {t.i} p={t.p!r} v={t.v!r} T={t.T}"))
                 continue
             late = recent.check(symbol, t.T, t.i)
@@ -218,7 +230,7 @@ class BybitParser:
                 continue
             price, size = num(item.p), num(item.v)
             ts_event = ms_to_ns(item.T)
-            if not (positive(price) and positive(size)) or ts_event is None:
+            if not tradable(price, size) or ts_event is None:
                 rejects.append(Reject("bad_value", f"{symbol} liquidation p={item.p!r} v={item.v!r} T={item.T}"))
                 continue
             events.append(Liquidation(VENUE, symbol, asset, ts_event, ts_recv, price, size, side))
@@ -286,6 +298,8 @@ class BybitParser:
         data = self._ticker_decoder.decode(env.data)
         if data.get("symbol") != symbol:
             return reject("malformed", f"{topic} carries symbol={data.get('symbol')!r}")
+        if env.type not in ("snapshot", "delta"):
+            return reject("malformed", f"{topic} type {env.type!r}")
         ts_event = ms_to_ns(env.ts)
         if ts_event is None:
             return reject("bad_value", f"{topic} ts={env.ts}")
@@ -297,7 +311,7 @@ class BybitParser:
             self._tickers[symbol] = state = data
             self._resyncing.discard(topic)
             funding_changed = oi_changed = True
-        elif env.type == "delta":
+        else:
             if state is None:
                 return self._resync(topic, "out_of_sync", f"{topic} delta before a snapshot", ts_recv)
             if env.cs and (late := self._ticker_cs.check(symbol, env.cs)) is not None:
@@ -305,8 +319,6 @@ class BybitParser:
             funding_changed = any(f in data and data[f] != state.get(f) for f in _FUNDING_FIELDS)
             oi_changed = any(f in data and data[f] != state.get(f) for f in _OI_FIELDS)
             state.update(data)  # an absent field has not changed
-        else:
-            return reject("malformed", f"{topic} type {env.type!r}")
         events: list[Event] = []
         rejects: list[Reject] = []
         for changed, build in ((funding_changed, self._funding), (oi_changed, self._open_interest)):
@@ -328,7 +340,7 @@ class BybitParser:
         next_text = state.get("nextFundingTime")
         next_ns = _next_funding_ns(next_text)
         mark, index, rate = num(state.get("markPrice")), num(state.get("indexPrice")), num(rate_text)
-        if not (positive(mark) and positive(index) and math.isfinite(rate) and positive(interval)) or next_ns is None:
+        if not (positive(mark) and positive(index) and funding_rate(rate) and positive(interval)) or next_ns is None:
             return Reject("bad_value", f"{symbol} ticker markPrice={state.get('markPrice')!r} indexPrice="
                                        f"{state.get('indexPrice')!r} fundingRate={rate_text!r} interval={hours!r} "
                                        f"nextFundingTime={next_text!r}")

@@ -26,7 +26,17 @@ from collectors.book import Book
 from collectors.deribit import schemas
 from collectors.deribit.spec import TEST_MESSAGE, VENUE, resubscribe_messages
 from collectors.instruments import Instrument
-from collectors.parsing import EMPTY, ParseResult, Sequencer, guarded, ms_to_ns, positive, reject
+from collectors.parsing import (
+    EMPTY,
+    ParseResult,
+    Sequencer,
+    funding_rate,
+    guarded,
+    ms_to_ns,
+    positive,
+    reject,
+    tradable,
+)
 from collectors.rejects import Reject, RejectReason
 from flushwatch.events import (
     Depth,
@@ -149,7 +159,7 @@ class DeribitParser:
             asset, inverse, contract_size = meta
             price, amount, side = trade.price, trade.amount, _SIDES.get(trade.direction)
             ts_event = ms_to_ns(trade.timestamp)
-            if not (positive(price) and positive(amount)) or ts_event is None or side is None:
+            if not tradable(price, amount) or ts_event is None or side is None:
                 rejects.append(Reject("bad_value", f"{symbol} trade {trade.trade_seq} price={price} "
                                                    f"amount={amount} direction={trade.direction!r}"))
                 continue
@@ -182,7 +192,7 @@ class DeribitParser:
         mark, index, funding = ticker.mark_price, ticker.index_price, ticker.funding_8h
         ts_event = ms_to_ns(ticker.timestamp)
         if (ts_event is None or not (positive(mark) and positive(index))
-                or (funding is not None and not math.isfinite(funding))):
+                or (funding is not None and not funding_rate(funding))):
             return reject("bad_value", f"{symbol} ticker mark={mark} index={index} funding_8h={funding}")
         if (late := self._ticker_times.check(symbol, ticker.timestamp)) is not None:
             return ParseResult([], [late], [], [])

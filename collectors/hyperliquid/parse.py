@@ -30,7 +30,19 @@ import msgspec
 from collectors.hyperliquid import schemas
 from collectors.hyperliquid.instruments import FUNDING_INTERVAL_H, VENUE
 from collectors.instruments import Instrument
-from collectors.parsing import EMPTY, NS_PER_MS, ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
+from collectors.parsing import (
+    EMPTY,
+    NS_PER_MS,
+    ParseResult,
+    Sequencer,
+    funding_rate,
+    guarded,
+    ms_to_ns,
+    num,
+    positive,
+    reject,
+    tradable,
+)
 from collectors.rejects import Reject
 from flushwatch.events import Depth, Event, OpenInterest, TakerSide, Trade, depth_from_levels, funding_mark
 
@@ -111,7 +123,7 @@ class HyperliquidParser:
             price, size, ms = t.px, t.sz, t.time
             ts_event = ms_to_ns(ms)
             side = _SIDES.get(t.side)
-            if not (0.0 < price < _INF and 0.0 < size < _INF) or ts_event is None or side is None:
+            if not tradable(price, size) or ts_event is None or side is None:
                 rejects.append(Reject("bad_value", f"{coin} trade {t.tid} px={price} sz={size} time={ms} "
                                                    f"side={t.side!r}"))
                 continue
@@ -162,7 +174,7 @@ class HyperliquidParser:
             return reject("unknown_symbol", coin)
         ctx = msg.ctx
         mark, index, rate, oi = num(ctx.markPx), num(ctx.oraclePx), num(ctx.funding), num(ctx.openInterest)
-        if not (positive(mark) and positive(index) and math.isfinite(rate) and 0.0 <= oi < _INF):
+        if not (positive(mark) and positive(index) and funding_rate(rate) and 0.0 <= oi < _INF):
             return reject("bad_value", f"{coin} activeAssetCtx markPx={ctx.markPx!r} oraclePx={ctx.oraclePx!r} "
                                        f"funding={ctx.funding!r} openInterest={ctx.openInterest!r}")
         if not self._clock_ms:

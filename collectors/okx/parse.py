@@ -23,7 +23,18 @@ import msgspec
 from collectors.instruments import Instrument
 from collectors.okx import schemas
 from collectors.okx.instruments import DEFAULT_FUNDING_INTERVAL_H, VENUE, underlying
-from collectors.parsing import EMPTY, ParseResult, Sequencer, guarded, ms_to_ns, num, positive, reject
+from collectors.parsing import (
+    EMPTY,
+    ParseResult,
+    Sequencer,
+    funding_rate,
+    guarded,
+    ms_to_ns,
+    num,
+    positive,
+    reject,
+    tradable,
+)
 from collectors.rejects import Reject
 from flushwatch.events import (
     Depth,
@@ -173,7 +184,7 @@ class OkxParser:
             ts_event = ms_to_ns(t.ts)
             size = market.base(contracts, price) if positive(price) and positive(contracts) else 0.0
             trade_id = _integer(t.tradeId)
-            if side is None or not positive(size) or ts_event is None or trade_id is None:
+            if side is None or not tradable(price, size) or ts_event is None or trade_id is None:
                 rejects.append(Reject("bad_value", f"{t.instId} trade {t.tradeId!r} px={t.px!r} sz={t.sz!r} "
                                                    f"side={t.side!r} ts={t.ts!r}"))
                 continue
@@ -266,7 +277,7 @@ class OkxParser:
             interval_h = market.interval_h
             if this_time and next_time:
                 interval_h = (next_time - this_time) / NS_PER_HOUR
-            if not math.isfinite(rate) or None in (this_time, next_time, ts_event) or not 0 < interval_h <= 24:
+            if not funding_rate(rate) or None in (this_time, next_time, ts_event) or not 0 < interval_h <= 24:
                 rejects.append(Reject("bad_value", f"{f.instId} fundingRate={f.fundingRate!r} fundingTime="
                                                    f"{f.fundingTime!r} nextFundingTime={f.nextFundingTime!r}"))
                 continue
@@ -313,7 +324,7 @@ class OkxParser:
                 price, contracts = num(d.bkPx), num(d.sz)
                 ts_event = ms_to_ns(d.ts)
                 size = market.base(contracts, price) if positive(price) and positive(contracts) else 0.0
-                if side is None or not positive(size) or ts_event is None:
+                if side is None or not tradable(price, size) or ts_event is None:
                     rejects.append(Reject("bad_value", f"{item.instId} liquidation posSide={d.posSide!r} side="
                                                        f"{d.side!r} bkPx={d.bkPx!r} sz={d.sz!r} ts={d.ts!r}"))
                     continue
