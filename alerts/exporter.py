@@ -254,6 +254,22 @@ class MetricsServer:
         self._server.server_close()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):  # nothing here is writable, whatever the path
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain; charset=utf-8"),
+                                                      ("Allow", "GET, HEAD")])
+            return [b"read-only: GET or HEAD\n"]
+        if method == "GET":
+            return self._route(environ, start_response)
+        # HEAD: the GET's status and headers without its body (prometheus_client's app answers HEAD with 405,
+        # and wsgiref sends whatever an app returns, even to a HEAD)
+        body = self._route({**environ, "REQUEST_METHOD": "GET"}, start_response)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        return []
+
+    def _route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics(environ, start_response)

@@ -1,6 +1,6 @@
 """The alert role's loop: detector signals from Redis -> exporter snapshot + MQTT state and events.
 
-Per read batch (one XREADGROUP reply over all shards):
+Per read batch (one XREADGROUP reply of one shard; each shard has its own reader):
 
 * every ``StageChange`` becomes an ``EventPayload`` on ``<asset>/events``, in stream order, unless the
   cooldown holds it back (transitions only -- the detector emits nothing else -- escalations at once, a same
@@ -27,7 +27,7 @@ from typing import Any, Final
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.typing import KeyT, StreamIdT
+from redis.typing import StreamIdT
 
 from alerts.exporter import AssetStateCollector
 from alerts.livepage import LIVE_PAGE
@@ -78,7 +78,7 @@ def _age_s(ts_recv: int) -> float:
 class AlertService:
     """Consumes ``signals_key(shard)`` of ``shards`` as ``consumer`` in group ``ALERTS_GROUP``.
 
-    ``sink`` None runs without MQTT (exporter only). ``ready`` is set once the consumer groups exist: the
+    ``sink`` None runs without MQTT (exporter only). ``ready`` is set once every consumer group exists: the
     groups start at the stream's end (``$``), so signals written before the first ever start are not replayed.
     """
 
@@ -110,7 +110,7 @@ class AlertService:
         # Which snapshots share a read, and so which are coalesced, depends on timing: a replay, which must
         # publish the same payloads every time, turns coalescing off and publishes every snapshot in order.
         self._coalesce_states = coalesce_states
-        self._cursors: dict[KeyT, StreamIdT] = {}
+        self._groups: set[str] = set()
         self._warn = RateLimitedLog(log)
         self.ready = asyncio.Event()
         # Exported at 0 from the start, not at the first reject, suppression or error.
@@ -122,36 +122,41 @@ class AlertService:
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set and a read finds nothing more: what the detector emitted
         while shutting down is still published."""
-        groups_exist = False
+        await asyncio.gather(*(self._follow(key, stop) for key in self._keys))
+
+    async def _follow(self, key: str, stop: asyncio.Event) -> None:
+        """One shard's signals. A reader per shard rather than one XREADGROUP over every stream: on Redis
+        Cluster the shards live in different slots, and one command may only touch one slot. A shard's assets
+        are its own, so the cooldown of an asset never depends on another shard's order."""
+        group_exists = False
         failures = 0
+        cursor: StreamIdT = _PENDING
         while True:
             try:
-                if not groups_exist:
-                    await self._create_groups()
-                    groups_exist = True
-                    self.ready.set()
-                reply = await self._redis.xreadgroup(
-                    ALERTS_GROUP, self._consumer, self._cursors, count=self._read_count, block=self._block_ms
-                )
-                drained = not await self._process(reply) and _PENDING not in self._cursors.values()
-                if drained and stop.is_set():
-                    return
+                if not group_exists:
+                    await ensure_group(self._redis, key, ALERTS_GROUP, "$")
+                    group_exists, cursor = True, _PENDING
+                    self._groups.add(key)
+                    if len(self._groups) == len(self._keys):
+                        self.ready.set()
+                reply = await self._redis.xreadgroup(ALERTS_GROUP, self._consumer, {key: cursor},
+                                                     count=self._read_count, block=self._block_ms)
+                if not await self._process(reply):
+                    if cursor == _PENDING:  # own pending entries all re-processed
+                        cursor = _NEW
+                    elif stop.is_set():
+                        return
                 failures = 0
             except RedisError as exc:
                 if stop.is_set():
                     return
-                # Redis may have restarted without its data: recreate the groups, re-read what is pending.
-                groups_exist = False
+                # Redis may have restarted without its data: recreate the group, re-read what is pending.
+                group_exists = False
                 WRITER_ERRORS.labels(role="alerts").inc()
                 self._warn.warning("redis", "alerts: Redis error, retrying: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(self._retry_max_s, 0.1 * 2.0 ** min(failures, 16)))
                 failures += 1
-
-    async def _create_groups(self) -> None:
-        for key in self._keys:
-            await ensure_group(self._redis, key, ALERTS_GROUP, "$")
-        self._cursors = {key: _PENDING for key in self._keys}
 
     async def _process(self, reply: Any) -> int:
         """Handle one read; returns how many entries it held."""
@@ -173,9 +178,6 @@ class AlertService:
                     await self._on_state(signal)
         for state in snapshots.values():
             await self._on_state(state)
-        for key, cursor in self._cursors.items():
-            if cursor == _PENDING and key not in acks:  # own pending entries all re-processed
-                self._cursors[key] = _NEW
         for stream, ids in acks.items():
             await self._redis.xack(stream, ALERTS_GROUP, *ids)
         return sum(len(ids) for ids in acks.values())

@@ -2,7 +2,8 @@
 
 Nothing accepted is lost silently: while Redis is unreachable the writer keeps draining the queue into a
 bounded buffer and retries with backoff; what exceeds the bound is dropped oldest-first and counted in
-``flushwatch_writer_dropped_events_total{reason="redis_unavailable"}``. Entries keep their order per stream.
+``flushwatch_writer_dropped_events_total{reason="redis_unavailable"}``. A command Redis refuses (out of memory
+under ``noeviction``) is retried the same way. Entries keep their order per stream.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import time
 from collections import deque
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from collectors.queue import EventQueue
 from flushwatch.backoff import Backoff, jittered_exponential
 from flushwatch.events import Event
 from flushwatch.redis_client import REDIS_ERRORS
 from flushwatch.settings import WriterSettings
-from flushwatch.streams import encode_batch, events_key, shard_of
+from flushwatch.streams import encode_batch, events_key, shard_of, trim_older
 from flushwatch.telemetry import (
     WRITER_BUFFERED,
     WRITER_DROPPED,
@@ -30,6 +33,7 @@ from flushwatch.telemetry import (
 
 log = logging.getLogger(__name__)
 
+TRIM_EVERY_S = 5.0
 ENTRIES_PER_PIPELINE = 256
 """Replies are buffered by the server until a pipeline ends; a few hundred entries keep that small."""
 
@@ -54,6 +58,7 @@ class StreamWriter:
         self._failures = 0
         self._retry_at = 0.0
         self._keys: dict[str, str] = {}
+        self._trim_at = 0.0
         self._warn = RateLimitedLog(log)
         self.written = 0
         # Exported at 0 from the start, not at the first drop or error.
@@ -91,21 +96,37 @@ class StreamWriter:
             for key, fields, _ in chunk:
                 pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
             try:
-                await pipe.execute()
+                # Not raising on a refused command: the entries before it are stored and must not be sent
+                # again, or a retry would duplicate them (Redis runs every command of the pipeline).
+                replies = await pipe.execute(raise_on_error=False)
             except REDIS_ERRORS as exc:
-                self._failures += 1
-                self._retry_at = time.monotonic() + self._backoff(self._failures)
-                WRITER_ERRORS.labels("writer").inc()
-                self._warn.warning("redis-write", "Redis write failed (%s); %d events buffered", exc,
-                                   self._pending_events)
-                return False
+                return self._failed(exc)
+            kept = [entry for entry, reply in zip(chunk, replies, strict=True) if isinstance(reply, RedisError)]
             for _ in chunk:
-                _, _, n = self._pending.popleft()
-                self._pending_events -= n
-                self.written += n
-                WRITER_WRITTEN.inc(n)
+                self._pending.popleft()
+            self._pending.extendleft(reversed(kept))
+            stored = sum(n for *_, n in chunk) - sum(n for *_, n in kept)
+            self._pending_events -= stored
+            self.written += stored
+            WRITER_WRITTEN.inc(stored)
+            if kept:  # refused (OOM under noeviction, a read-only replica): retried like an outage
+                return self._failed(next(r for r in replies if isinstance(r, RedisError)))
         self._failures = 0
+        if time.monotonic() >= self._trim_at:
+            self._trim_at = time.monotonic() + TRIM_EVERY_S
+            try:
+                await trim_older(self._redis, [events_key(s) for s in range(self._shards)], self._settings.retention_s)
+            except REDIS_ERRORS as exc:  # the entries are written; trimming waits for the next round
+                WRITER_ERRORS.labels("writer").inc()
+                self._warn.warning("redis-trim", "Redis trim failed (%s)", exc)
         return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        self._failures += 1
+        self._retry_at = time.monotonic() + self._backoff(self._failures)
+        WRITER_ERRORS.labels("writer").inc()
+        self._warn.warning("redis-write", "Redis write failed (%s); %d events buffered", exc, self._pending_events)
+        return False
 
     def _gauges(self) -> None:
         WRITER_QUEUE.set(len(self._queue))

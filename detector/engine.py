@@ -8,14 +8,11 @@ replay of the same stream yields the same signals.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any, Final, cast
+from typing import Final, NamedTuple, cast
 
 import msgspec
 import numpy as np
@@ -23,7 +20,8 @@ import numpy as np
 from collectors.venues import coverage_of
 from detector.batch import to_columns
 from detector.calendar import TradFiCalendar
-from detector.extras import allocate_extras, apply_extras, fill_external, grow_extras
+from detector.checkpoint import CheckpointError, decode, encode, flatten, unflatten
+from detector.extras import Extras, allocate_extras, apply_extras, fill_external, grow_extras
 from detector.hawkes import hawkes_refit
 from detector.kernels import apply_batch
 from detector.market import MarketView
@@ -38,6 +36,7 @@ from detector.state import (
     REJECT_REASONS,
     SIDE_NAMES,
     TOTAL_NAMES,
+    DetectorState,
     allocate,
     describe,
     evidence,
@@ -45,27 +44,10 @@ from detector.state import (
     with_rows_of,
 )
 from flushwatch.events import Event
-from flushwatch.redis_client import REDIS_ERRORS
 from flushwatch.settings import Settings
 from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
-from flushwatch.streams import (
-    DETECTOR_GROUP,
-    baselines_key,
-    decode_events,
-    encode_batch,
-    ensure_group,
-    entries_of,
-    events_key,
-    shard_of,
-    signals_key,
-)
 from flushwatch.telemetry import (
-    DETECTOR_EVENTS,
-    DETECTOR_LAG,
-    DETECTOR_PENDING,
     DETECTOR_REJECTED,
-    WRITER_ERRORS,
-    RateLimitedLog,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +66,24 @@ def known_coverage(venue: str) -> str:
         return coverage_of(venue)
     except (KeyError, ImportError):
         return "unknown"
+
+
+class _Rows(NamedTuple):
+    active: np.ndarray
+    recv: np.ndarray
+    state_due: np.ndarray
+
+
+class _Whole(NamedTuple):
+    """Every array a detector holds, for ``checkpoint``."""
+
+    state: DetectorState
+    extras: Extras
+    rows: _Rows
+
+
+_segment_encoder = msgspec.msgpack.Encoder()
+_segment_decoder = msgspec.msgpack.Decoder(list[Event])
 
 
 def _widened(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
@@ -200,6 +200,40 @@ class Detector:
                 season.count[slot] = saved["count"][row]
         return len(assets)
 
+    def checkpoint(self) -> bytes:
+        """The whole state as bytes (``restore`` takes them back): a detector restored from it and fed what
+        followed gives the signals of one that never stopped."""
+        meta = {"assets": self.assets, "next_eval_ns": self._next_eval_ns, "trigger_recv": self._trigger_recv,
+                "events": self.events, "segment": _segment_encoder.encode(self._segment),
+                "segment_slots": self._segment_slots, "market": self.market.snapshot()}
+        whole = _Whole(self.state, self.extras, _Rows(self._active, self._recv, self._state_due))
+        return encode(self._active.shape[0], flatten(whole), meta)
+
+    def restore(self, blob: bytes) -> None:
+        """Become the detector ``checkpoint`` saved; raises ``CheckpointError`` (leaving this one as it was)
+        for bytes that are not a checkpoint of this version."""
+        saved = decode(blob)
+        n = saved.capacity
+        template = _Whole(allocate(n), allocate_extras(n), _Rows(np.zeros(n, np.bool_), np.zeros(n, np.int64),
+                                                                np.full(n, -math.inf)))
+        whole = unflatten(template, saved.arrays)
+        meta = saved.meta
+        try:
+            segment = _segment_decoder.decode(meta["segment"])
+            assets = [str(a) for a in meta["assets"]]
+            market = MarketView(self.market.coverage)
+            market.restore(meta["market"])
+            clocks = int(meta["next_eval_ns"]), int(meta["trigger_recv"]), int(meta["events"])
+            segment_slots = [int(s) for s in meta["segment_slots"]]
+        except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
+            raise CheckpointError(f"checkpoint metadata unreadable: {exc!r}") from None
+        self.state, self.extras = whole.state, whole.extras
+        self._active, self._recv, self._state_due = whole.rows
+        self.assets, self._slots = assets, {asset: slot for slot, asset in enumerate(assets)}
+        self.market = market
+        self._next_eval_ns, self._trigger_recv, self.events = clocks
+        self._segment, self._segment_slots = segment, segment_slots
+
     def ingest(self, kind: np.ndarray, slot: np.ndarray, t: np.ndarray, v0: np.ndarray, v1: np.ndarray,
                v2: np.ndarray, v3: np.ndarray) -> None:
         """The kernels' part of applying a columnar batch (``detector.batch``): state, baselines, arrivals, fuel."""
@@ -284,159 +318,3 @@ class Detector:
             conditions=describe(int(self.state.cond_bits[slot, s])),
             paused=side.paused,
         )
-
-
-def _owned_by(asset: str, shard: int, shards: int) -> bool:
-    return shard_of(asset, shards) == shard
-
-
-class DetectorEngine:
-    """Reads the events streams of ``shards`` through the ``detector`` consumer group and writes signals."""
-
-    def __init__(
-        self,
-        redis: Any,
-        settings: Settings,
-        *,
-        shards: Sequence[int],
-        consumer: str,
-        on_signals: Callable[[list[Signal]], None] | None = None,
-        capacity: int = 64,
-        persist_baselines: bool = True,
-    ) -> None:
-        self._redis = redis
-        self._settings = settings
-        self._shards = list(shards)
-        self._persist = persist_baselines
-        self._keys = [events_key(s) for s in shards]
-        self._consumer = consumer
-        self._on_signals = on_signals
-        self.detector = Detector(settings, capacity)
-        self._warn = RateLimitedLog(log)
-        # Exported at 0 from the start, not at the first reject or error.
-        for reason in (*REJECT_REASONS, "undecodable_entry"):
-            DETECTOR_REJECTED.labels(reason)
-        WRITER_ERRORS.labels("detector")
-
-    async def load_baselines(self) -> None:
-        """Warm the hour-of-week baselines from what the previous run of these shards saved."""
-        for shard in self._shards:
-            try:
-                blob = await self._redis.get(baselines_key(shard))
-            except REDIS_ERRORS as exc:
-                self._warn.warning("detector-baselines", "detector: baselines not loaded: %s", exc)
-                return
-            if blob:
-                try:
-                    n = self.detector.restore_baselines(blob)
-                except (ValueError, KeyError, OSError) as exc:  # a damaged blob costs the history, not the start
-                    self._warn.warning("detector-baselines", "detector: baselines of shard %d unreadable: %s",
-                                       shard, exc)
-                    continue
-                log.info("detector: hour-of-week baselines of %d assets restored (shard %d)", n, shard)
-
-    async def save_baselines(self, *, raise_errors: bool = False) -> None:
-        shards = self._settings.shards
-        try:
-            for shard in self._shards:
-                blob = self.detector.baselines(partial(_owned_by, shard=shard, shards=shards))
-                await self._redis.set(baselines_key(shard), blob)
-        except REDIS_ERRORS as exc:
-            if raise_errors:
-                raise
-            WRITER_ERRORS.labels("detector").inc()
-            self._warn.warning("detector-baselines", "detector: baselines not saved: %s", exc)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Process until ``stop`` is set and the streams are drained; our own pending entries go first. The
-        hour-of-week baselines are loaded first, saved every ``baselines_save_s`` and on the way out (unless
-        ``persist_baselines`` is off: a replay starts from nothing and leaves nothing behind)."""
-        if not self._persist:
-            await self._run(stop)
-            return
-        await self.load_baselines()
-        try:
-            await self._run(stop)
-        finally:
-            await self.save_baselines()
-
-    async def _run(self, stop: asyncio.Event) -> None:
-        for key in self._keys:
-            await ensure_group(self._redis, key, DETECTOR_GROUP, "0")
-        cursor = dict.fromkeys(self._keys, "0")
-        det = self._settings.detector
-        next_pending_check = 0.0
-        next_save = time.monotonic() + det.baselines_save_s
-        while True:
-            try:
-                reply = await self._redis.xreadgroup(
-                    DETECTOR_GROUP, self._consumer, cursor, count=det.read_count, block=det.block_ms
-                )
-            except REDIS_ERRORS as exc:
-                WRITER_ERRORS.labels("detector").inc()
-                self._warn.warning("detector-read", "detector: Redis read failed: %s", exc)
-                if stop.is_set():
-                    return
-                await asyncio.sleep(0.5)
-                continue
-            entries = list(entries_of(reply))
-            if not entries:
-                if any(v == "0" for v in cursor.values()):
-                    cursor = dict.fromkeys(self._keys, ">")
-                    continue
-                if stop.is_set():
-                    return
-                continue
-            await self._handle(entries)
-            if time.monotonic() >= next_pending_check:
-                next_pending_check = time.monotonic() + 5.0
-                await self._report_pending()
-            if self._persist and time.monotonic() >= next_save:
-                next_save = time.monotonic() + det.baselines_save_s
-                await self.save_baselines()
-
-    async def _handle(self, entries: list[tuple[str, bytes, dict[Any, Any]]]) -> None:
-        events: list[Event] = []
-        acks: dict[str, list[bytes]] = {}
-        for stream, entry_id, fields in entries:
-            acks.setdefault(stream, []).append(entry_id)
-            try:
-                events.extend(decode_events(fields))
-            except (ValueError, msgspec.DecodeError) as exc:
-                DETECTOR_REJECTED.labels("undecodable_entry").inc()
-                self._warn.warning("detector-decode", "detector: dropped undecodable entry %r: %s", entry_id, exc)
-        signals = self.detector.process(events)
-        DETECTOR_EVENTS.inc(len(events))
-        if events:
-            DETECTOR_LAG.set(max(0.0, time.time() - max(e.ts_recv for e in events) * 1e-9))
-        by_shard: dict[int, list[Signal]] = {}
-        shards = self._settings.shards
-        for signal in signals:
-            by_shard.setdefault(shard_of(signal.asset, shards), []).append(signal)
-        batches = {signals_key(shard): encode_batch(items) for shard, items in by_shard.items()}
-        while True:
-            pipe = self._redis.pipeline(transaction=False)
-            for key, fields in batches.items():
-                pipe.xadd(key, fields, maxlen=self._settings.writer.signals_maxlen, approximate=True)
-            for stream, ids in acks.items():
-                pipe.xack(stream, DETECTOR_GROUP, *ids)
-            try:
-                await pipe.execute()
-                break
-            except REDIS_ERRORS as exc:
-                # The events are already in the detector's state: keep trying rather than re-read them.
-                WRITER_ERRORS.labels("detector").inc()
-                self._warn.warning("detector-write", "detector: Redis write failed, retrying: %s", exc)
-                await asyncio.sleep(0.5)
-        if self._on_signals and signals:
-            self._on_signals(signals)
-
-    async def _report_pending(self) -> None:
-        try:
-            total = 0
-            for key in self._keys:
-                info = await self._redis.xpending(key, DETECTOR_GROUP)
-                total += int(info["pending"] if isinstance(info, dict) else info[0])
-            DETECTOR_PENDING.set(total)
-        except REDIS_ERRORS:
-            WRITER_ERRORS.labels("detector").inc()

@@ -20,10 +20,11 @@ Everything here runs on event time and in stream order, so replays give the same
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from flushwatch.events import DEPTH_BANDS_BPS, Depth, Event, FundingMark, Liquidation, OpenInterest, Trade, funding_mark
 from flushwatch.signals import VenueView
@@ -74,6 +75,14 @@ class ChainedSum:
             self.level = self.total
         return self.level
 
+    def snapshot(self) -> list[Any]:
+        return [self._first, self._next_expiry, self.total, self.level,
+                {venue: list(pair) for venue, pair in self._values.items()}]
+
+    def restore(self, saved: list[Any]) -> None:
+        self._first, self._next_expiry, self.total, self.level, values = saved
+        self._values = {venue: (float(value), int(ts)) for venue, (value, ts) in values.items()}
+
 
 @dataclass
 class _Venue:
@@ -109,11 +118,25 @@ class MarketView:
 
     def __init__(self, coverage: Callable[[str], str], *, grace_s: float = 60.0, oi_stale_s: float = 600.0,
                  depth_stale_s: float = 10.0) -> None:
-        self._coverage = coverage
+        self.coverage = coverage
         self._grace_s = grace_s
         self._oi_stale_s = oi_stale_s
         self._depth_stale_s = depth_stale_s
         self._assets: dict[str, _Asset] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for a checkpoint (``restore`` takes it back)."""
+        return {name: {"oi": a.oi.snapshot(), "depth": a.depth.snapshot(),
+                       "venues": {v: dataclasses.astuple(venue) for v, venue in a.venues.items()}}
+                for name, a in self._assets.items()}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._assets = {}
+        for name, data in saved.items():
+            asset = self._asset(name)
+            asset.oi.restore(data["oi"])
+            asset.depth.restore(data["depth"])
+            asset.venues = {v: _Venue(*fields) for v, fields in data["venues"].items()}
 
     def venues(self, asset: str) -> dict[str, VenueView]:
         """Per-venue detail of ``asset``, by venue name."""
@@ -128,7 +151,7 @@ class MarketView:
             if kind is Trade:  # the hot path: nothing to fold
                 append(e)
             elif kind is Liquidation:
-                venue = self._venue(e)
+                venue = self._venue(e)[1]
                 if e.side == "long":  # type: ignore[union-attr]
                     venue.liq_long_usd += e.price * e.size  # type: ignore[union-attr]
                 else:
@@ -151,19 +174,18 @@ class MarketView:
                                                 ChainedSum(self._grace_s, self._depth_stale_s))
         return found
 
-    def _venue(self, e: Event) -> _Venue:
-        asset = self._asset(e.asset)
+    def _venue(self, e: Event) -> tuple[_Asset, _Venue]:
+        asset = self._assets.get(e.asset) or self._asset(e.asset)
         venue = asset.venues.get(e.venue)
         if venue is None:
-            venue = asset.venues[e.venue] = _Venue(self._coverage(e.venue))
+            venue = asset.venues[e.venue] = _Venue(self.coverage(e.venue))
         if e.ts_event > venue.ts_event:
             venue.ts_event = e.ts_event
-        return venue
+        return asset, venue
 
     def _open_interest(self, e: OpenInterest) -> OpenInterest:
-        venue = self._venue(e)
+        asset, venue = self._venue(e)
         venue.oi_usd = e.oi_usd
-        asset = self._asset(e.asset)
         level = asset.oi.update(e.venue, e.oi_usd, e.ts_event)
         if len(asset.venues) == 1 and level == e.oi_usd:  # a market of one venue is that venue
             return e
@@ -171,10 +193,9 @@ class MarketView:
         return OpenInterest(MARKET_VENUE, e.asset, e.asset, e.ts_event, e.ts_recv, base, level)
 
     def _funding(self, e: FundingMark) -> FundingMark:
-        venue = self._venue(e)
+        asset, venue = self._venue(e)
         venue.funding_8h = e.funding_8h
         venue.premium_bps = e.premium_bps if e.index_price > 0 else math.nan
-        asset = self._asset(e.asset)
         if len(asset.venues) == 1:  # a market of one venue is that venue
             return e
         funding, premium = self._weighted(asset)
@@ -199,12 +220,11 @@ class MarketView:
         return funding, premium
 
     def _depth(self, e: Depth) -> Depth:
-        venue = self._venue(e)
-        venue.depth_1pct_usd = e.bid_usd[_BAND_1PCT] + e.ask_usd[_BAND_1PCT]
+        asset, venue = self._venue(e)
+        depth = venue.depth_1pct_usd = e.bid_usd[_BAND_1PCT] + e.ask_usd[_BAND_1PCT]
         venue.spread_bps = e.spread_bps
-        asset = self._asset(e.asset)
-        level = asset.depth.update(e.venue, venue.depth_1pct_usd, e.ts_event)
-        if len(asset.venues) == 1 and level == venue.depth_1pct_usd:
+        level = asset.depth.update(e.venue, depth, e.ts_event)
+        if len(asset.venues) == 1 and level == depth:
             return e
         # The deepest book sets the market's spread: it is where size trades.
         deepest = max((v for v in asset.venues.values() if math.isfinite(v.depth_1pct_usd)),

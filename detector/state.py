@@ -482,8 +482,7 @@ def allocate(n_slots: int) -> DetectorState:
 
 def evidence(state: DetectorState, slot: int) -> dict[str, float]:
     """Every feature of ``slot`` as of the latest evaluate (NaN where not yet known)."""
-    row = state.features[slot]
-    return {name: float(row[k]) for k, name in enumerate(FEATURE_NAMES)}
+    return dict(zip(FEATURE_NAMES, state.features[slot].tolist(), strict=True))
 
 
 def thresholds(settings: DetectorSettings) -> dict[str, float]:

@@ -6,15 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from rich.console import Console
 
 from flushwatch import __version__
 from flushwatch.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from flushwatch.daemon import Roles
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time leverage-flush monitor.")
 ConfigOption = Annotated[
@@ -59,11 +63,97 @@ def config_check(config: ConfigOption = None) -> None:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run collectors, detector and alerts in one process until SIGTERM or Ctrl-C."""
-    from flushwatch.daemon import Daemon
+    _run_roles(_settings(config), None)
+
+
+@app.command()
+def collect(
+    venue: Annotated[list[str], typer.Option("--venue", help="A venue to collect (repeat for more); it must be "
+                                                             "enabled in the settings.")],
+    config: ConfigOption = None,
+) -> None:
+    """Run the collectors of these venues and the Redis writer, routing each asset to its shard's stream."""
+    from flushwatch.daemon import Roles
+    from flushwatch.universe import enabled_venues
 
     settings = _settings(config)
+    enabled = enabled_venues(settings)
+    for name in venue:
+        if name not in enabled:
+            err.print(f"flushwatch: venue {name!r} is not enabled (enabled: {', '.join(enabled) or 'none'}); set "
+                      f"FLUSHWATCH_{name.upper()}__ENABLED=true")
+            raise typer.Exit(2)
+    _run_roles(settings, Roles(collect=True, venues=tuple(venue), shards=(), alert=False))
+
+
+@app.command()
+def detect(
+    shard: Annotated[str, typer.Option("--shard", help="I/N: shard I of N (N must equal the shards setting); "
+                                                       "auto: I from the pod ordinal ending $HOSTNAME.")] = "auto",
+    config: ConfigOption = None,
+) -> None:
+    """Run one detector shard: its events stream in through the consumer group, its signals out, its state
+    checkpointed to Redis."""
+    from flushwatch.daemon import Roles
+
+    settings = _settings(config)
+    try:
+        index = parse_shard(shard, settings.shards, os.environ.get("HOSTNAME", ""))
+    except ValueError as exc:
+        err.print(f"flushwatch: --shard {shard}: {exc}")
+        raise typer.Exit(2) from None
+    _run_roles(settings, Roles(collect=False, shards=(index,), alert=False))
+
+
+@app.command()
+def alert(config: ConfigOption = None) -> None:
+    """Run the alert role: every shard's signals to the Prometheus exporter, the live page and MQTT."""
+    from flushwatch.daemon import Roles
+
+    _run_roles(_settings(config), Roles(collect=False, shards=(), alert=True))
+
+
+@app.command()
+def warmup(config: ConfigOption = None) -> None:
+    """Compile every detector kernel into the numba cache (NUMBA_CACHE_DIR) and exit: an image built or a pod
+    initialised this way starts without compiling."""
+    from flushwatch.daemon import warm_up_kernels
+
+    seconds = warm_up_kernels(_settings(config))
+    print(f"detector kernels ready in {seconds:.2f} s (cache: {os.environ.get('NUMBA_CACHE_DIR', 'beside the code')})")
+
+
+def parse_shard(text: str, shards: int, hostname: str) -> int:
+    """The shard index of ``--shard``: ``I/N`` with N equal to the ``shards`` setting (collectors route by it),
+    or ``auto``, the ordinal a StatefulSet gives its pod (``flushwatch-detect-3`` -> 3)."""
+    if text == "auto":
+        ordinal = hostname.rsplit("-", 1)[-1]
+        if not ordinal.isdigit():
+            raise ValueError(f"HOSTNAME {hostname!r} does not end in a pod ordinal (-0, -1, ...)")
+        index = int(ordinal)
+    else:
+        index_text, _, count_text = text.partition("/")
+        if not (index_text.isdigit() and count_text.isdigit()):
+            raise ValueError("expected I/N (e.g. 0/4) or auto")
+        index, count = int(index_text), int(count_text)
+        if count != shards:
+            raise ValueError(f"N={count} but the shards setting (FLUSHWATCH_SHARDS) is {shards}: every process "
+                             "must route with the same count")
+    if index >= shards:
+        raise ValueError(f"shard {index} does not exist: the shards setting (FLUSHWATCH_SHARDS) is {shards}")
+    return index
+
+
+def _run_roles(settings: Settings, roles: Roles | None) -> None:
+    """Run ``roles`` (every one when None) until SIGTERM or Ctrl-C."""
+    from flushwatch.daemon import Daemon
+
     _logging(settings.log_level)
-    asyncio.run(Daemon(settings).run())
+    try:
+        asyncio.run(Daemon(settings, roles).run())
+    except SettingsError as exc:
+        err.print(f"flushwatch: invalid settings: {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

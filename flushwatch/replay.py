@@ -33,7 +33,7 @@ from collectors.binance.oi_poller import OPEN_INTEREST_PATH
 from collectors.queue import EventQueue
 from collectors.venues import BINANCE, parser_for
 from collectors.writer import StreamWriter
-from detector.engine import DetectorEngine
+from detector.shard import DetectorEngine
 from flushwatch.daemon import warm_up_kernels
 from flushwatch.events import Event
 from flushwatch.recordings import Record, Recordings, ReplayError
@@ -218,8 +218,8 @@ class Replay:
             alerts = AlertService(redis, [0], self.signals, AssetStateCollector(), consumer="replay-alerts",
                                   coalesce_states=False)
             # A replay is deterministic: no hour-of-week history from an earlier run goes in, none comes out.
-            engine = DetectorEngine(redis, settings, shards=[0], consumer="replay-detector",
-                                    on_signals=self.signals.on_signals, persist_baselines=False)
+            engine = DetectorEngine(redis, settings, shard=0, consumer="replay-detector",
+                                    on_signals=self.signals.on_signals, persist=False)
             queue = EventQueue(settings.writer.queue_max_events)
             stops = {name: asyncio.Event() for name in ("writer", "detector", "alerts")}
             roles = {"alerts": asyncio.create_task(alerts.run(stops["alerts"]))}

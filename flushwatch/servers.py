@@ -57,7 +57,7 @@ class RunningServer:
                 self.proc.wait(5)
 
 
-def _launch(args: list[str], port: int, url: str, workdir: Path, log: Path) -> RunningServer:
+def launch(args: list[str], port: int, url: str, workdir: Path, log: Path) -> RunningServer:
     """Start a server in its own session (so a test's Ctrl-C does not reach it first) and wait for its port."""
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     server = RunningServer(port, url, proc, workdir)
@@ -89,7 +89,7 @@ def start_redis(port: int | None = None, extra: list[str] | None = None) -> Runn
     log = workdir / "redis.log"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no", *(extra or [])]
-    return _launch(args, port, f"redis://127.0.0.1:{port}/0", workdir, log)
+    return launch(args, port, f"redis://127.0.0.1:{port}/0", workdir, log)
 
 
 def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = None,
@@ -123,7 +123,7 @@ def start_mosquitto(port: int | None = None, passwords: dict[str, str] | None = 
     else:
         conf.append("allow_anonymous true")
     (workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
-    return _launch([binary, "-c", str(workdir / "mosquitto.conf")], port, f"mqtt://127.0.0.1:{port}", workdir, log)
+    return launch([binary, "-c", str(workdir / "mosquitto.conf")], port, f"mqtt://127.0.0.1:{port}", workdir, log)
 
 
 @contextlib.contextmanager

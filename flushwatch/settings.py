@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from collectors.instruments import parse_universe
 from detector.calendar import parse_session
+from flushwatch.logs import MASK, redact
 
 
 class SettingsError(ValueError):
@@ -61,13 +62,13 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     """``mqtt://[user:pass@]host:port`` (``mqtts://`` for TLS) into its parts."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {url!r}")
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
     if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
+        raise ValueError("no host in the URL")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError as exc:
-        raise ValueError(f"bad port in {url!r}") from exc
+        raise ValueError("bad port in the URL") from exc
     return MqttTarget(
         host=parts.hostname,
         port=port,
@@ -91,6 +92,9 @@ class BinanceSettings(_Section):
     """``all`` subscribes ``!forceOrder@arr`` (every symbol, filtered locally); ``per_symbol`` subscribes
     ``<symbol>@forceOrder`` for the watchlist only."""
     streams_per_connection: int = Field(default=200, ge=1, le=1024)
+    max_instruments: int = Field(default=100, ge=1, le=1000)
+    """Most symbols watched at once; a universe that picks more is cut (``top:N`` keeps its largest), the rest
+    counted in ``flushwatch_universe_refused_instruments{venue}`` and logged."""
     oi_poll_interval_s: float = Field(default=10.0, gt=0)
     """Target interval between two open-interest polls of one symbol; stretched when the used weight
     approaches ``oi_weight_budget``."""
@@ -119,6 +123,9 @@ class VenueSettings(_Section):
     rest_url: str | None = None
     symbols: list[str] = Field(default_factory=list)
     """Venue symbols to watch instead of the universe's picks (``BTCUSDT``, ``BTC-USDT-SWAP``, ``XBTUSD``)."""
+    max_instruments: int = Field(default=100, ge=1, le=1000)
+    """Most instruments subscribed at once; a universe that picks more is cut (``top:N`` keeps its largest),
+    the rest counted in ``flushwatch_universe_refused_instruments{venue}`` and logged."""
     max_frame_bytes: int = Field(default=4 << 20, ge=1024)
     stale_after_s: float = Field(default=30.0, gt=0)
     max_connection_age_s: float = Field(default=12 * 3600, gt=0)
@@ -169,9 +176,14 @@ class WriterSettings(_Section):
     buffer_max_events: int = Field(default=1_000_000, ge=100)
     """How many events the writer keeps while Redis is unreachable before it drops the oldest, counted."""
     retry_max_s: float = Field(default=5.0, gt=0)
-    events_maxlen: int = Field(default=100_000, ge=100)
-    """``MAXLEN ~`` of each events stream, in entries (each entry is a batch of up to ``batch_max_events``)."""
-    signals_maxlen: int = Field(default=100_000, ge=100)
+    events_maxlen: int = Field(default=20_000, ge=100)
+    """``MAXLEN ~`` of each events stream, in entries (each entry is a batch of up to ``batch_max_events``): the
+    bound in a burst. Redis memory is at most about shards x maxlen x the bytes of an entry (~100 bytes per event,
+    so ~40 KB for a full one)."""
+    signals_maxlen: int = Field(default=20_000, ge=100)
+    retention_s: float = Field(default=900.0, ge=1)
+    """Entries older than this are trimmed from the events and signals streams (``XTRIM MINID ~``), which keeps
+    Redis memory flat at a steady rate; a detector or alert process down for longer misses them."""
 
 
 class DetectorSettings(_Section):
@@ -184,6 +196,9 @@ class DetectorSettings(_Section):
     block_ms: int = Field(default=100, ge=1, le=2000)
     baselines_save_s: float = Field(default=600.0, gt=0)
     """How often (wall clock) the hour-of-week baselines are saved to Redis; they are saved on shutdown too."""
+    checkpoint_s: float = Field(default=10.0, gt=0)
+    """How often (wall clock) a detector shard writes its whole state to Redis and acknowledges the entries it
+    covers; after a crash the shard resumes from it and re-reads at most this much of the stream."""
     # liquidation intensity
     liq_fast_tau_s: float = Field(default=60.0, gt=0)
     liq_baseline_lag_min: int = Field(default=5, ge=1)
@@ -343,6 +358,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """0 disables the metrics server."""
     shards: int = Field(default=1, ge=1, le=1024)
+    """Detector shards: an asset's events go to shard crc32(asset) % shards; every process must agree."""
+    shutdown_grace_s: float = Field(default=25.0, gt=0)
+    """Time a stopping process gives itself to flush, checkpoint, acknowledge and say offline (keep it under the
+    orchestrator's: Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds)."""
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
     universe: UniverseSettings = Field(default_factory=UniverseSettings)
@@ -375,6 +394,13 @@ class Settings(BaseSettings):
             parse_mqtt_url(value)
         return value
 
+    @model_validator(mode="after")
+    def _retention_covers_checkpoints(self) -> Settings:
+        if self.writer.retention_s < 3 * self.detector.checkpoint_s:
+            raise ValueError("writer.retention_s (FLUSHWATCH_WRITER__RETENTION_S) must be at least 3 x "
+                             "detector.checkpoint_s: entries awaiting a checkpoint must not be trimmed away")
+        return self
+
     @property
     def mqtt(self) -> MqttTarget | None:
         if not self.mqtt_url:
@@ -396,7 +422,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-SECRET_MASK: Final = "********"
+SECRET_MASK: Final = MASK
 
 
 def shown(settings: Settings) -> dict[str, Any]:
@@ -415,17 +441,17 @@ def _masked(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str) and "://" in value:
-        parts = urlsplit(value)
-        if parts.password:
-            netloc = f"{parts.username or ''}:{SECRET_MASK}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-            return parts._replace(netloc=netloc).geturl()
+        return redact(value)
     return value
 
 
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        if not err["loc"]:  # a rule across sections: its message names the settings
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
+        name = ".".join(str(p) for p in err["loc"])
         env = "FLUSHWATCH_" + "__".join(str(p) for p in err["loc"]).upper()
         lines.append(f"setting {name} ({env}): {err['msg']}")
     return "; ".join(lines)

@@ -17,6 +17,7 @@ hundreds of events; trimming is ``MAXLEN ~`` so Redis trims whole macro-nodes ch
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -54,6 +55,18 @@ def baselines_key(shard: int) -> str:
     """The hour-of-week baselines of the assets of shard ``i`` (``Detector.baselines``), so a restart keeps
     weeks of history."""
     return f"fw:{{s{shard}}}:baselines"
+
+
+def checkpoint_key(shard: int) -> str:
+    """Shard ``i``'s detector state (``detector.checkpoint``), written with the acknowledgement of the entries
+    it covers."""
+    return f"fw:{{s{shard}}}:checkpoint"
+
+
+def emitted_key(shard: int) -> str:
+    """Event time (ns) of the newest signals shard ``i`` wrote, set with them: after a restart, signals
+    recomputed up to it are not written twice."""
+    return f"fw:{{s{shard}}}:emitted"
 
 
 def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[FieldT, EncodableT]:
@@ -96,6 +109,17 @@ def entries_of(reply: Any) -> Iterable[tuple[str, bytes, dict[Any, Any]]]:
             # An entry trimmed away while pending comes back without fields; it is yielded empty so the
             # consumer rejects it (counted) and acknowledges it instead of leaving it pending forever.
             yield name, entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(), fields or {}
+
+
+async def trim_older(redis: Any, keys: Iterable[str], retention_s: float) -> None:
+    """Trim the entries of ``keys`` older than ``retention_s`` (``XTRIM MINID ~``, by the entry ids' clock):
+    the time bound that keeps Redis memory flat at a steady rate, beside ``MAXLEN ~``, which only bounds a
+    burst. Raises the client's errors; callers count them."""
+    oldest = f"{max(0, int((time.time() - retention_s) * 1000))}-0"
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.xtrim(key, minid=oldest, approximate=True)
+    await pipe.execute()
 
 
 async def ensure_group(redis: Any, key: str, group: str, start: str) -> None:

@@ -59,10 +59,22 @@ WRITER_BUFFERED: Final = Gauge(
 )
 DETECTOR_EVENTS: Final = Counter("flushwatch_detector_events_total", "Events processed by the detector.")
 DETECTOR_LAG: Final = Gauge(
-    "flushwatch_detector_lag_seconds", "Local time minus receive time of the newest processed event."
+    "flushwatch_detector_lag_seconds", "Local time minus receive time of the newest processed event.", ["shard"]
 )
 DETECTOR_PENDING: Final = Gauge(
-    "flushwatch_detector_pending_entries", "Stream entries delivered to the detector but not acknowledged."
+    "flushwatch_detector_pending_entries",
+    "Stream entries delivered to the detector but not acknowledged (they are, with the next checkpoint).", ["shard"]
+)
+DETECTOR_RESUMED: Final = Counter(
+    "flushwatch_detector_resumed_signals_total",
+    "Signals recomputed after a restart from the entries that followed the checkpoint, and not written again: "
+    "they were written before the stop.",
+)
+DETECTOR_CHECKPOINTS: Final = Counter(
+    "flushwatch_detector_checkpoints_total",
+    "Detector checkpoints, by outcome: written; failed (Redis refused; the entries stay pending for the next); "
+    "restored at a start; refused (unreadable, e.g. another version's layout: the shard starts from its baselines).",
+    ["outcome"],
 )
 DETECTOR_REJECTED: Final = Counter(
     "flushwatch_detector_rejected_events_total", "Events the detector refused, by reason.", ["reason"]

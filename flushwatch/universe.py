@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
 import httpx
+from prometheus_client import Gauge
 
 from collectors.base import FrameTap
 from collectors.binance.collector import BinanceCollector
@@ -28,13 +29,17 @@ from collectors.instruments import Instrument, RankBy, parse_universe, pick, ran
 from collectors.queue import EventQueue
 from collectors.venue import ConnectionSettings, VenueCollector
 from collectors.venues import BINANCE, GENERIC, spec_of
-from flushwatch.settings import Settings, VenueSettings
+from flushwatch.settings import BinanceSettings, Settings, VenueSettings
 
 log = logging.getLogger(__name__)
 
 RETRY_S: Final = 30.0
 """How soon a venue whose metadata failed is asked again (the refresh period is typically an hour)."""
 REQUEST_TIMEOUT_S: Final = 20.0
+
+REFUSED_INSTRUMENTS: Final = Gauge(
+    "flushwatch_universe_refused_instruments",
+    "Instruments the universe picked on a venue beyond its max_instruments, and so not watched.", ["venue"])
 
 
 class Collector(Protocol):
@@ -51,15 +56,23 @@ def binance_by_name(assets: Sequence[str]) -> list[Instrument]:
     return [Instrument(BINANCE, f"{a}USDT", a, "linear", 1.0, DEFAULT_FUNDING_INTERVAL_H) for a in assets]
 
 
-def choose(settings: Settings, catalog: dict[str, list[Instrument]]) -> dict[str, list[Instrument]]:
-    """The instruments each venue of ``catalog`` should watch now (a pure function of its inputs)."""
+def _assets(settings: Settings, catalog: dict[str, list[Instrument]]) -> list[str]:
+    """The universe's assets, most important first (by rank for ``top:N``, as listed otherwise)."""
     top, named = parse_universe(settings.universe.watch)
     everything = [i for instruments in catalog.values() for i in instruments]
-    assets = rank_assets(everything, top, cast(RankBy, settings.universe.rank_by)) if top else named
+    return rank_assets(everything, top, cast(RankBy, settings.universe.rank_by)) if top else named
+
+
+def _own(settings: Settings, venue: str) -> BinanceSettings | VenueSettings:
+    return settings.binance if venue == BINANCE else cast(VenueSettings, getattr(settings, venue))
+
+
+def choose(settings: Settings, catalog: dict[str, list[Instrument]]) -> dict[str, list[Instrument]]:
+    """The instruments each venue of ``catalog`` should watch now (a pure function of its inputs)."""
+    assets = _assets(settings, catalog)
     picks: dict[str, list[Instrument]] = {}
     for venue, instruments in catalog.items():
-        explicit = settings.binance.symbols if venue == BINANCE else cast(VenueSettings,
-                                                                           getattr(settings, venue)).symbols
+        explicit = _own(settings, venue).symbols
         if explicit:
             by_symbol = {i.symbol: i for i in instruments}
             picks[venue] = [by_symbol[s] for s in explicit if s in by_symbol]
@@ -74,6 +87,22 @@ def choose(settings: Settings, catalog: dict[str, list[Instrument]]) -> dict[str
     return picks
 
 
+def within_limits(settings: Settings, catalog: dict[str, list[Instrument]], picks: dict[str, list[Instrument]],
+                  ) -> tuple[dict[str, list[Instrument]], dict[str, list[str]]]:
+    """``picks`` cut to each venue's ``max_instruments``, and the symbols cut. A venue's own ``symbols`` keep
+    their listed order; universe picks keep the universe's (the largest of a ``top:N`` first)."""
+    rank = {asset: i for i, asset in enumerate(_assets(settings, catalog))}
+    kept: dict[str, list[Instrument]] = {}
+    refused: dict[str, list[str]] = {}
+    for venue, chosen in picks.items():
+        own = _own(settings, venue)
+        ordered = chosen if own.symbols else sorted(chosen, key=lambda i: rank.get(i.asset, len(rank)))
+        allowed = {i.symbol for i in ordered[:own.max_instruments]}
+        kept[venue] = [i for i in chosen if i.symbol in allowed]
+        refused[venue] = [i.symbol for i in ordered[own.max_instruments:]]
+    return kept, refused
+
+
 @dataclass
 class _Running:
     symbols: tuple[str, ...]
@@ -85,8 +114,12 @@ class _Running:
 class Markets:
     """Runs the collectors of every enabled venue on the universe's picks, refreshing them on schedule."""
 
-    def __init__(self, settings: Settings, queue: EventQueue, *, tap: FrameTap | None = None) -> None:
+    def __init__(self, settings: Settings, queue: EventQueue, *, tap: FrameTap | None = None,
+                 only: Collection[str] | None = None) -> None:
         self.settings = settings
+        self.own = [v for v in enabled_venues(settings) if only is None or v in only]
+        """The venues this process collects (``flushwatch collect --venue``). The universe is still chosen over
+        every enabled venue, so collector processes of different venues agree on what ``top:N`` means."""
         self._queue = queue
         self._tap = tap
         self.catalog: dict[str, list[Instrument]] = {}
@@ -125,9 +158,14 @@ class Markets:
                 if venue == BINANCE and venue not in self.catalog and not parse_universe(
                         self.settings.universe.watch)[0]:
                     self.catalog[venue] = binance_by_name(parse_universe(self.settings.universe.watch)[1])
-        self.picks = choose(self.settings, self.catalog)
+        self.picks, refused = within_limits(self.settings, self.catalog, choose(self.settings, self.catalog))
         for venue, chosen in self.picks.items():
-            self._restart_if_changed(venue, chosen)
+            if venue in self.own:
+                REFUSED_INSTRUMENTS.labels(venue).set(len(refused[venue]))
+                if refused[venue]:
+                    log.warning("%s: max_instruments is %d; not watching %s", venue, len(chosen),
+                                ", ".join(refused[venue]), extra={"venue": venue})
+                self._restart_if_changed(venue, chosen)
         return complete
 
     async def _fetch(self, venue: str, client: httpx.AsyncClient) -> list[Instrument] | None:
@@ -166,7 +204,7 @@ class Markets:
         """Enabled venues without an event within their ``stale_after_s`` (or without a running collector):
         what keeps ``/readyz`` from answering ready."""
         stale = []
-        for venue in enabled_venues(self.settings):
+        for venue in self.own:
             running = self._running.get(venue)
             window_ns = int(getattr(self.settings, venue).stale_after_s * 1e9)
             newest = max(running.collector.sink.last_event_ns.values(), default=0) if running else 0

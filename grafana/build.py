@@ -114,6 +114,12 @@ def override_by_query(ref_id: str, **properties: Any) -> Json:
     }
 
 
+def right_axis_steps(ref_id: str, label: str, top: int, **extra: Any) -> Json:
+    """Overrides drawing one query's integer series (a stage, a 0/1 flag) as steps on a right-hand axis."""
+    return override_by_query(ref_id, unit=NUMBER, min=0, max=top, decimals=0, custom__axisPlacement="right",
+                             custom__axisLabel=label, custom__lineInterpolation="stepAfter", **extra)
+
+
 # --- targets and panels --------------------------------------------------------------------------------------
 
 
@@ -451,10 +457,7 @@ def asset_drilldown() -> Json:
                 target(f"max(flushwatch_price_usd{a})", "price"),
                 target(f"max by (side) (flushwatch_stage{a})", "stage {{side}}"),
                 overrides=[
-                    override_by_query(
-                        "B", unit=NUMBER, min=0, max=7, decimals=0, custom__axisPlacement="right",
-                        custom__axisLabel="stage", custom__lineInterpolation="stepAfter", custom__fillOpacity=0,
-                    )
+                    right_axis_steps("B", "stage", 7, custom__fillOpacity=0)
                 ],
                 width=GRID_WIDTH,
                 height=9,
@@ -546,10 +549,7 @@ def asset_drilldown() -> Json:
                 target(f"max by (side) (flushwatch_liquidations_to_depth_ratio{a})", "{{side}}"),
                 target(f"max by (side) (flushwatch_paused{a})", "paused {{side}}"),
                 overrides=[
-                    override_by_query(
-                        "B", unit=NUMBER, min=0, max=1, decimals=0, custom__axisPlacement="right",
-                        custom__axisLabel="paused", custom__lineInterpolation="stepAfter",
-                    )
+                    right_axis_steps("B", "paused", 1)
                 ],
             ),
             timeseries(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -98,3 +100,24 @@ def daemon_settings(fake: FakeBinance, symbols: list[str], redis_url: str, mqtt_
         **mqtt,
     )
 
+
+def flush_daemon(fake: FakeBinance, redis_url: str, mqtt_port: int, prefix: str,
+                 speed: float) -> tuple[Scenario, Settings]:
+    """The scripted flush (seed 3) registered on the fake Binance at ``speed``, and the settings of a daemon
+    paced to it: open interest polled every 10 scenario seconds, a feed stale after 10 s."""
+    scenario = Scenario("flush", seed=3, speed=speed)
+    fake.register(scenario)
+    return scenario, daemon_settings(fake, scenario.symbols, redis_url, mqtt_port, prefix,
+                                     oi_poll_interval_s=10.0 / speed, stale_after_s=10.0)
+
+
+def fetch(port: int, path: str, method: str = "GET") -> tuple[int, str]:
+    """Status and body of ``method path`` on a local server (an HTTP error is an answer too); raises
+    ``OSError`` when nothing listens. The never-ending ``/api/events`` gives its first chunk."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read1(65536) if path == "/api/events" else response.read()
+            return response.status, body.decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.engine import DetectorEngine
 from detector.seasonal import S_LIQ_LONG
+from detector.shard import DetectorEngine
 from flushwatch.backtest import cli
 from flushwatch.backtest.accuracy import stage_accuracy, stage_at
 from flushwatch.backtest.bars import KLINE_COLUMNS, BarsError, read_bars
@@ -371,7 +371,7 @@ def test_a_backtest_over_recent_history_seeds_the_live_detectors_baselines(tmp_p
     async def load() -> DetectorEngine:
         redis = connect_redis(redis_server.url)
         try:
-            engine = DetectorEngine(redis, load_settings(), shards=range(load_settings().shards), consumer="live")
+            engine = DetectorEngine(redis, load_settings(), shard=0, consumer="live")
             await engine.load_baselines()
             return engine
         finally:

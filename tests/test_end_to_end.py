@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import urllib.request
 import uuid
 from typing import Any
 
@@ -16,8 +15,9 @@ import aiomqtt
 import msgspec
 import pytest
 import redis
-from harness import assert_flush_story, daemon_settings
+from harness import assert_flush_story, flush_daemon
 
+from bench.pipeline import scrape
 from collectors.binance.collector import BinanceCollector
 from collectors.queue import EventQueue
 from collectors.writer import StreamWriter
@@ -67,27 +67,13 @@ class Subscriber:
         return [payload for topic, payload, _ in self.messages if topic == f"{self.prefix}/{suffix}"]
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 @pytest.mark.slow
 async def test_scripted_flush_arrives_as_mqtt_alerts_and_metrics(
     fake: FakeBinance, redis_server: RunningServer, mosquitto: RunningServer
 ) -> None:
     speed = 80.0
-    scenario = Scenario("flush", seed=3, speed=speed)
-    fake.register(scenario)
     prefix = f"e2e-{uuid.uuid4().hex[:6]}/v1"
-    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port, prefix,
-                            oi_poll_interval_s=10.0 / speed, stale_after_s=10.0)
+    scenario, settings = flush_daemon(fake, redis_server.url, mosquitto.port, prefix, speed)
     daemon = Daemon(settings)
     async with Subscriber(mosquitto.port, prefix) as sub:
         runner = asyncio.create_task(daemon.run())

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.batch import DEPTH, LIQ, OI, TRADE
-from detector.engine import Detector, DetectorEngine
+from detector.engine import Detector
 from detector.fuel import LEDGER_NAMES
+from detector.shard import DetectorEngine
 from detector.state import evidence
 from flushwatch.events import Depth, Liquidation, OpenInterest, Trade
 from flushwatch.redis_client import connect_redis
@@ -92,12 +93,12 @@ def test_hour_of_week_baselines_survive_a_restart_through_redis(redis_server: Ru
     async def main() -> None:
         redis = connect_redis(redis_server.url)
         try:
-            first = DetectorEngine(redis, load_settings(), shards=[0], consumer="a")
+            first = DetectorEngine(redis, load_settings(), shard=0, consumer="a")
             _weeks_of_depth(first.detector, 3)
             before = first.detector.extras.season
             assert before.count[0].max() == 3
             await first.save_baselines()
-            second = DetectorEngine(redis, load_settings(), shards=[0], consumer="b")
+            second = DetectorEngine(redis, load_settings(), shard=0, consumer="b")
             await second.load_baselines()
             after = second.detector.extras.season
             assert second.detector.assets == ["BTC"]
@@ -108,7 +109,7 @@ def test_hour_of_week_baselines_survive_a_restart_through_redis(redis_server: Ru
             assert _features(second.detector, [_trade(now, 100_000.0)])["depth_season"] == pytest.approx(
                 2e6 * (1 + 5) + 2e6, rel=1e-6)
             await redis.set(baselines_key(0), b"not an npz")
-            third = DetectorEngine(redis, load_settings(), shards=[0], consumer="c")
+            third = DetectorEngine(redis, load_settings(), shard=0, consumer="c")
             await third.load_baselines()  # a damaged blob costs the history, not the start
             assert third.detector.assets == []
         finally:

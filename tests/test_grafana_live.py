@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import daemon_settings
+from harness import flush_daemon
 
 from flushwatch.daemon import Daemon
-from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, free_port
 from flushwatch.signals import Signal, StageChange
@@ -135,11 +134,8 @@ async def test_every_grafana_target_has_data_in_a_real_prometheus(
     fake: FakeBinance, redis_server: RunningServer, mosquitto: RunningServer, tmp_path: Path
 ) -> None:
     speed = 120.0
-    scenario = Scenario("flush", seed=3, speed=speed)
-    fake.register(scenario)
-    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port,
-                               f"graf-{uuid.uuid4().hex[:6]}/v1", oi_poll_interval_s=10.0 / speed,
-                               stale_after_s=10.0)
+    scenario, settings = flush_daemon(fake, redis_server.url, mosquitto.port, f"graf-{uuid.uuid4().hex[:6]}/v1",
+                                      speed)
     changes: list[StageChange] = []
 
     def on_signals(signals: list[Signal]) -> None:

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import daemon_settings
+from harness import flush_daemon
 from prometheus_client import CollectorRegistry
 
 from alerts.exporter import MetricsServer
 from alerts.livepage import LIVE_PAGE, ROUTES, LivePage
 from flushwatch.daemon import Daemon
 from flushwatch.events import PositionSide
-from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer
 from flushwatch.signals import AssetState, SideState, StageChange, stage_name
@@ -413,11 +412,8 @@ async def test_the_page_follows_a_running_daemon_in_headless_chromium(
     fake: FakeBinance, redis_server: RunningServer, mosquitto: RunningServer
 ) -> None:
     speed = 60.0
-    scenario = Scenario("flush", seed=3, speed=speed)
-    fake.register(scenario)
-    settings = daemon_settings(fake, scenario.symbols, redis_server.url, mosquitto.port,
-                               f"live-{uuid.uuid4().hex[:6]}/v1", oi_poll_interval_s=10.0 / speed,
-                               stale_after_s=10.0)
+    scenario, settings = flush_daemon(fake, redis_server.url, mosquitto.port, f"live-{uuid.uuid4().hex[:6]}/v1",
+                                      speed)
     driver = await asyncio.to_thread(_browser)
     LIVE_PAGE.clear()  # the daemon feeds the process's page: nothing from an earlier test in this process
     daemon = Daemon(settings)

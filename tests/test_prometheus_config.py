@@ -153,6 +153,8 @@ def test_the_required_alerts_exist_with_their_severity() -> None:
         "FlushwatchRedisErrors": "warning",
         "FlushwatchWriterDroppingEvents": "warning",
         "FlushwatchMqttDisconnected": "warning",
+        "FlushwatchMqttDroppingMessages": "warning",
+        "FlushwatchCheckpointFailing": "warning",
         "FlushwatchFeedRejectsSpike": "warning",
         "FlushwatchDetectorRejectsSpike": "warning",
         "FlushwatchAssetStateStale": "warning",

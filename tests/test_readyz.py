@@ -6,24 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import urllib.error
-import urllib.request
 
-from harness import daemon_settings
+from harness import daemon_settings, fetch
 
 from flushwatch.daemon import Daemon
 from flushwatch.fake.scenario import Scenario
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import start_redis
 from flushwatch.waiting import until
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake: FakeBinance) -> None:
@@ -36,15 +26,15 @@ async def test_ready_follows_redis_and_the_feeds_while_healthz_stays_alive(fake:
     try:
         await until(lambda: daemon.ready.is_set() and daemon.metrics_port > 0, within=60)
         port = daemon.metrics_port
-        status, body = await asyncio.to_thread(_get, port, "/readyz")
+        status, body = await asyncio.to_thread(fetch, port, "/readyz")
         assert status == 503 and "binance: no data" in body  # connected, but nothing has flowed yet
-        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(fetch, port, "/healthz"))[0] == 200
         fake.attach(scenario)
-        await until(lambda: _get(port, "/readyz")[0] == 200, within=30)
-        assert _get(port, "/readyz")[1].strip() == "ready"
+        await until(lambda: fetch(port, "/readyz")[0] == 200, within=30)
+        assert fetch(port, "/readyz")[1].strip() == "ready"
         redis.stop()  # Redis gone: not ready, still alive
-        await until(lambda: "redis not reachable" in _get(port, "/readyz")[1], within=15)
-        assert _get(port, "/healthz")[0] == 200
+        await until(lambda: "redis not reachable" in fetch(port, "/readyz")[1], within=15)
+        assert fetch(port, "/healthz")[0] == 200
     finally:
         daemon.stop.set()
         await asyncio.wait_for(runner, 60)
@@ -60,19 +50,19 @@ async def test_healthz_fails_while_the_event_loop_is_blocked(fake: FakeBinance) 
     try:
         await until(lambda: daemon.ready.is_set() and daemon.metrics_port > 0, within=60)
         port = daemon.metrics_port
-        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(fetch, port, "/healthz"))[0] == 200
         seen: list[tuple[int, str]] = []
 
         def probe_later() -> None:
             time.sleep(2.0)
-            seen.append(_get(port, "/healthz"))
+            seen.append(fetch(port, "/healthz"))
 
         prober = threading.Thread(target=probe_later)
         prober.start()
         time.sleep(3.0)  # noqa: ASYNC251 -- blocking the loop on purpose: the metrics thread still answers
         prober.join()
         assert seen[0][0] == 503 and "event loop unresponsive" in seen[0][1]
-        await until(lambda: _get(port, "/healthz")[0] == 200, within=5)  # the loop runs again
+        await until(lambda: fetch(port, "/healthz")[0] == 200, within=5)  # the loop runs again
     finally:
         daemon.stop.set()
         await asyncio.wait_for(runner, 60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -31,6 +32,17 @@ def stored(url: str, key: str) -> list[Trade]:
     return out
 
 
+async def write_through(writer: StreamWriter, queue: EventQueue, events: list[Trade]) -> None:
+    """Run ``writer`` until it has written ``events``, then stop it the way the daemon does."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    queue.offer(events)
+    await until(lambda: writer.written == len(events))
+    stop.set()
+    queue.wake()
+    await task
+
+
 @pytest.fixture
 async def clients():
     """Redis clients made by a test, closed after it."""
@@ -48,13 +60,7 @@ async def clients():
 async def test_events_arrive_in_order_in_batches(redis_server: RunningServer, clients) -> None:
     queue = EventQueue(100_000)
     writer = StreamWriter(clients(redis_server.url), queue, WriterSettings(batch_max_events=100), shards=1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(writer.run(stop))
-    queue.offer([trade(i) for i in range(1_000)])
-    await until(lambda: writer.written == 1_000)
-    stop.set()
-    queue.wake()
-    await task
+    await write_through(writer, queue, [trade(i) for i in range(1_000)])
     events = stored(redis_server.url, events_key(0))
     assert [e.ts_event for e in events] == list(range(1_000))
     assert redis.Redis.from_url(redis_server.url).xlen(events_key(0)) >= 10  # batches of at most 100
@@ -79,15 +85,25 @@ async def test_streams_are_trimmed(redis_server: RunningServer, clients) -> None
     queue = EventQueue(100_000)
     settings = WriterSettings(batch_max_events=1, events_maxlen=100, flush_interval_ms=0.001)
     writer = StreamWriter(clients(redis_server.url), queue, settings, shards=1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(writer.run(stop))
-    queue.offer([trade(i) for i in range(2_000)])
-    await until(lambda: writer.written == 2_000)
-    stop.set()
-    queue.wake()
-    await task
+    await write_through(writer, queue, [trade(i) for i in range(2_000)])
     length = redis.Redis.from_url(redis_server.url).xlen(events_key(0))
     assert 100 <= length < 400  # MAXLEN ~ trims whole macro-nodes, so a little above the bound
+
+
+async def test_entries_older_than_the_retention_are_trimmed(redis_server: RunningServer, clients) -> None:
+    """The time bound: entries written 20 minutes ago go, the new ones stay."""
+    key = events_key(0)
+    sync = redis.Redis.from_url(redis_server.url)
+    sync.delete(key)
+    old_ms = int(time.time() * 1000) - 20 * 60_000
+    for i in range(300):  # several macro-nodes, so MINID ~ can drop whole ones
+        sync.xadd(key, {"v": "1", "n": "0", "b": b""}, id=f"{old_ms + i}-0")
+    queue = EventQueue(1_000)
+    writer = StreamWriter(clients(redis_server.url), queue, WriterSettings(retention_s=900), shards=1)
+    await write_through(writer, queue, [trade(i) for i in range(10)])
+    newest = [e for _, fields in sync.xrevrange(key, count=1) for e in decode_events(fields)]  # type: ignore[arg-type]
+    assert [e.price for e in newest] == [trade(i).price for i in range(10)]
+    assert sync.xlen(key) <= 1 + 100  # what is left of the old ones is at most one macro-node (100 entries)
 
 
 async def test_outage_buffers_then_delivers_in_order(clients) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from detector.engine import DetectorEngine
+from detector.shard import DetectorEngine
 from flushwatch.backtest.accuracy import known_from_labels, read_labels
 from flushwatch.backtest.bars import BarsError, read_bars
 from flushwatch.backtest.baselines import BaselineOptions
@@ -139,9 +139,10 @@ async def seed_baselines(result: Run, settings: Settings, url: str) -> list[int]
     """Write the run's baselines under each shard's key, as ``DetectorEngine.save_baselines`` would."""
     redis = connect_redis(url)
     try:
-        engine = DetectorEngine(redis, settings, shards=range(settings.shards), consumer="backtest")
-        engine.detector = result.detector
-        await engine.save_baselines(raise_errors=True)
+        for shard in range(settings.shards):
+            engine = DetectorEngine(redis, settings, shard=shard, consumer="backtest")
+            engine.detector = result.detector
+            await engine.save_baselines(raise_errors=True)
         return list(range(settings.shards))
     finally:
         await redis.aclose()
