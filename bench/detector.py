@@ -9,7 +9,8 @@ import numpy as np
 
 from bench.common import Stopwatch, emit
 from detector.batch import DEPTH, FUNDING, LIQ, OI, TRADE
-from detector.engine import Detector, DetectorEngine
+from detector.engine import Detector
+from detector.shard import DetectorEngine
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.redis_client import connect_redis
 from flushwatch.servers import private_redis
@@ -104,7 +105,7 @@ async def _from_redis(url: str, settings: Settings, events: list[Event]) -> floa
     for start in range(0, len(events), 512):
         pipe.xadd(events_key(0), encode_batch(events[start : start + 512]))
     await pipe.execute()
-    engine = DetectorEngine(redis, settings, shards=[0], consumer="bench", capacity=INSTRUMENTS)
+    engine = DetectorEngine(redis, settings, shard=0, consumer="bench", capacity=INSTRUMENTS, persist=False)
     stop = asyncio.Event()
     stop.set()  # drain what is there, then return
     with Stopwatch() as watch:
@@ -126,6 +127,35 @@ def from_redis(quick: bool) -> None:
          event_rate=EVENTS_PER_S, note="decode, batch, kernels, evaluation each event-second, signals, acks")
 
 
+def checkpoint(quick: bool) -> None:
+    """What a shard's checkpoint costs with 1,500 busy instruments: bytes stored in Redis, time to make them
+    (the event loop waits for it) and to restore them at a start."""
+    settings = load_settings()
+    detector = Detector(settings, capacity=INSTRUMENTS)
+    detector.process(synthetic_events(200_000 if quick else 600_000, np.random.default_rng(5)))
+    made, restored = [], []
+    for _ in range(3 if quick else 7):
+        with Stopwatch() as watch:
+            blob = detector.checkpoint()
+        made.append(watch.seconds)
+        with Stopwatch() as watch:
+            Detector(settings).restore(blob)
+        restored.append(watch.seconds)
+    raw = sum(a.nbytes for part in (detector.state, detector.extras) for a in _arrays(part))
+    emit("detector.checkpoint.bytes", len(blob), "bytes", instruments=len(detector.assets), raw_bytes=raw)
+    emit("detector.checkpoint.make_ms", float(np.median(made)) * 1e3, "ms", instruments=len(detector.assets),
+         note="in a thread: the shard's loop waits for it, the process's other tasks do not")
+    emit("detector.checkpoint.restore_ms", float(np.median(restored)) * 1e3, "ms", instruments=len(detector.assets))
+
+
+def _arrays(part: tuple[object, ...]) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for item in part:
+        out += [item] if isinstance(item, np.ndarray) else _arrays(item)  # type: ignore[arg-type]
+    return out
+
+
 def run(quick: bool) -> None:
     kernels(quick)
     from_redis(quick)
+    checkpoint(quick)

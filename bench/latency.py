@@ -1,106 +1,71 @@
-"""Frame receipt -> MQTT delivery, with the whole pipeline under a steady 5,000 frames/s.
+"""Frame receipt -> MQTT delivery and -> /metrics visibility, at 1x, 5x and 10x the peak frame rate of a
+simulated cascade, the whole pipeline in production layout (``bench.pipeline``).
 
-A few assets play a long flush at one steady trade rate (so the frame rate is the same in every phase),
-staggered by half a minute, at the speed that makes the fake exchange push about 5,000 frames/s. The calm
-part lasts 12 minutes, as the detector judges liquidation intensity only once its baseline has history.
-A real MQTT subscriber times every message against ``received_ns`` in its payload (the receipt of the
-frame that triggered a stage change; of the newest frame behind a state snapshot): both clocks are this
-machine's. Stage changes are few (about five per asset); snapshots give the many samples.
+The peak: the simulator's BTC flush (seed 0, two hours, Binance and Bybit) counted per simulated second of
+push time; the busiest second, in the cascade, holds 222 frames. Each run pushes the simulation's frames
+from its start at a steady multiple of that (``flushwatch.fake.load.SteadyCascade``), to a ``flushwatch
+run`` of its own. Latencies are against ``ts_recv``, the receipt of the newest frame behind a snapshot or of
+the frame that triggered a stage change (``received_ns`` in the MQTT payloads):
+
+* ``frame_to_metrics``: every snapshot, the moment the alert role has handed it to the exporter that
+  ``/metrics`` reads (``bench.probe``, inside the daemon);
+* ``frame_to_mqtt``: live snapshots as a separate C subscriber (``mosquitto_sub``) receives them from the
+  broker; ``change_to_mqtt``: stage changes, a handful per run.
+
+Snapshots come once per 5 s of event time (and with every change), so the sample count grows with the
+rate; it is printed with each figure. The detector group's stream lag and pending entries are reported at
+the start and the end of each run: a backlog that grew would show as a difference.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
-import time
-import uuid
 
-import aiomqtt
 import numpy as np
 
 from bench.common import emit, note
-from flushwatch.daemon import Daemon
-from flushwatch.fake.scenario import BTC_FLUSH, AssetScript, Scenario
-from flushwatch.fake.server import FakeBinance
-from flushwatch.servers import private_mosquitto, private_redis
-from flushwatch.settings import BinanceSettings, load_settings
-from flushwatch.waiting import until
+from bench.pipeline import Pipeline, percentiles
+from flushwatch.fake.load import SteadyCascade, peak_rate
+from flushwatch.simulator import SimConfig, Simulation
 
-ASSETS = 4
-FRAMES_PER_S = 5_000
-TRADES_PER_S = 60.0
-PHASE_ENDS = (720, 780, 900, 1600)  # build-up, shock, cascade, recovery (scenario seconds)
+MULTIPLES = (1, 5, 10)
+TARGET_P99_MS = 25.0
 
 
-def steady_flush(i: int) -> AssetScript:
-    shift = 30 * i
-    ends = [end + shift for end in PHASE_ENDS[:-1]] + [PHASE_ENDS[-1]]
-    segments = tuple(dataclasses.replace(seg, end_s=end, trades_per_s=TRADES_PER_S)
-                     for seg, end in zip(BTC_FLUSH.segments, ends, strict=True))
-    return dataclasses.replace(BTC_FLUSH, symbol=f"L{i:02d}USDT", segments=segments)
-
-
-async def _measure(play_until_s: float) -> tuple[list[float], list[float], float, int]:
-    scripts = [steady_flush(i) for i in range(ASSETS)]
-    probe = Scenario(scripts, seed=2, t0=1_760_000_000.0)
-    per_second = sum(1 for _ in probe.frames(0, 600)) / 600
-    speed = FRAMES_PER_S / per_second
-    scenario = Scenario(scripts, seed=2, speed=speed)
-    changes: list[float] = []
-    states: list[float] = []
-    with private_redis() as redis, private_mosquitto() as broker:
-        async with FakeBinance() as fake:
-            fake.register(scenario)
-            prefix = f"bench-{uuid.uuid4().hex[:6]}/v1"
-            settings = load_settings(
-                redis_url=redis.url, mqtt_url=f"mqtt://127.0.0.1:{broker.port}", mqtt_prefix=prefix,
-                metrics_port=0,
-                binance=BinanceSettings(symbols=scenario.symbols, market_url=fake.market_url,
-                                        public_url=fake.public_url, rest_url=fake.rest_url,
-                                        oi_poll_interval_s=10.0 / speed),
-            )
-            daemon = Daemon(settings)
-            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-                await client.subscribe(f"{prefix}/+/events", qos=1)
-                await client.subscribe(f"{prefix}/+/state", qos=1)
-                runner = asyncio.create_task(daemon.run())
-                await until(lambda: daemon.ready.is_set() and len(fake.open_connections) >= 2, within=120.0)
-                fake.attach(scenario)
-                started = time.monotonic()
-                deadline = started + play_until_s / speed
-                assert daemon.markets is not None
-                collector = daemon.markets.collector("binance")
-                assert collector is not None
-
-                async def listen() -> None:
-                    async for message in client.messages:
-                        arrived = time.time_ns()
-                        assert isinstance(message.payload, bytes)
-                        payload = json.loads(message.payload)
-                        latency = (arrived - payload["received_ns"]) / 1e6
-                        if message.topic.value.endswith("/state"):
-                            if not message.retain:
-                                states.append(latency)
-                        elif payload["stage"] != payload["stage_from"]:
-                            changes.append(latency)
-
-                listener = asyncio.create_task(listen())
-                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-                frames = collector.sink.frames
-                elapsed = time.monotonic() - started
-                daemon.stop.set()
-                await runner
-                listener.cancel()
-    return changes, states, frames / elapsed, len(scenario.symbols)
+async def _measure(simulation: Simulation, rate: float, seconds: float) -> None:
+    load = SteadyCascade(simulation, rate, seconds)
+    async with Pipeline(simulation) as pipe:
+        await pipe.start_daemon(load)
+        played = await pipe.play(load)
+        await pipe.stop()
+        visible = pipe.visible_ms()
+        states, changes = pipe.mqtt()
+    multiple = round(rate / peak_rate(simulation)[0])
+    first, last = played.samples[0], played.samples[-1]
+    common = {"frames_per_s": round(played.frames_per_s), "target_frames_per_s": round(rate),
+              "simulated_s": round(load.simulated_s)}
+    emit(f"latency.{multiple}x.frames_per_s", played.frames_per_s, "frames/s", frames=played.frames,
+         seconds=round(played.seconds, 1), drain_s=round(played.drain_s, 2))
+    emit(f"latency.{multiple}x.stream_lag_entries", last.stream_lag, "entries", at_start=first.stream_lag,
+         max=max(s.stream_lag for s in played.samples), pending_at_start=first.pending, pending_at_end=last.pending,
+         max_detector_lag_ms=round(1000 * max(s.detector_lag_s for s in played.samples), 1), **common)
+    for name, values in (("frame_to_metrics", visible), ("frame_to_mqtt", states), ("change_to_mqtt", changes)):
+        if not len(values):
+            note(f"latency: {multiple}x: no {name} samples (the load ends before the cascade)")
+            continue
+        figures = percentiles(values)
+        for key in ("p50", "p99", "p99_9"):
+            emit(f"latency.{multiple}x.{name}.{key}_ms", figures[key], "ms", samples=len(values), **common)
+        if name != "change_to_mqtt":
+            emit(f"latency.{multiple}x.{name}.within_{TARGET_P99_MS:g}ms", float(np.mean(values <= TARGET_P99_MS)),
+                 "share", samples=len(values), **common)
 
 
 def run(quick: bool) -> None:
-    changes, states, rate, assets = asyncio.run(_measure(840 if quick else 1300))
-    if len(changes) < 2 * ASSETS:
-        note(f"only {len(changes)} stage changes were measured")
-    for name, values in (("frame_to_mqtt", np.array(changes)), ("state_to_mqtt", np.array(states))):
-        common = {"samples": len(values), "frames_per_s": round(rate), "assets": assets}
-        emit(f"latency.{name}.p50_ms", float(np.percentile(values, 50)), "ms", **common)
-        emit(f"latency.{name}.p99_ms", float(np.percentile(values, 99)), "ms", **common)
-        emit(f"latency.{name}.max_ms", float(values.max()), "ms", **common)
+    simulation = Simulation(SimConfig(seed=0))
+    peak, second = peak_rate(simulation)
+    emit("latency.cascade_peak.frames_per_s", peak, "frames/s", second=second, shock_s=simulation.run.shock_s,
+         how="busiest simulated second by push time, Binance + Bybit, simulator seed 0")
+    for multiple in MULTIPLES:
+        note(f"latency: {multiple}x peak = {multiple * peak} frames/s")
+        asyncio.run(_measure(simulation, multiple * peak, 15.0 if quick else 60.0))

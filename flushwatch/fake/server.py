@@ -216,7 +216,9 @@ class FakeBinance:
         self._stall_until = 0.0
         self._rest_times: deque[float] = deque()
         self._rest_failure: tuple[int, int, int] = (0, 0, 0)  # status, remaining, retry-after
-        self._handshake_rejection: tuple[int, int] = (0, 0)  # status, remaining
+        self._handshake_rejection: tuple[int, int, int | None] = (0, 0, None)  # status, remaining, retry-after
+        self.handshake_times: list[float] = []
+        """``time.monotonic()`` of every websocket handshake attempt, rejected ones included."""
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -381,11 +383,12 @@ class FakeBinance:
             raise ValueError("fail_rest status must be 429 or 418")
         self._rest_failure = (status, count, retry_after_s)
 
-    def reject_handshakes(self, status: int = 429, count: int = 1) -> None:
-        """Refuse the next ``count`` websocket handshakes with HTTP ``status`` (429 or 403)."""
-        if status not in (403, 429):
-            raise ValueError("reject_handshakes status must be 429 or 403")
-        self._handshake_rejection = (status, count)
+    def reject_handshakes(self, status: int = 429, count: int = 1, retry_after_s: int | None = None) -> None:
+        """Refuse the next ``count`` websocket handshakes with HTTP ``status`` (429 limit, 418 banned, 403 WAF),
+        with a ``Retry-After`` header when ``retry_after_s`` is given."""
+        if status not in (403, 418, 429):
+            raise ValueError("reject_handshakes status must be 429, 418 or 403")
+        self._handshake_rejection = (status, count, retry_after_s)
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -396,11 +399,15 @@ class FakeBinance:
         if endpoint is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         self.counts.handshakes += 1
-        status, remaining = self._handshake_rejection
+        self.handshake_times.append(time.monotonic())
+        status, remaining, retry_after = self._handshake_rejection
         if remaining > 0:
-            self._handshake_rejection = (status, remaining - 1)
+            self._handshake_rejection = (status, remaining - 1, retry_after)
             self.counts.handshakes_rejected += 1
-            return connection.respond(status, "Too many requests\n" if status == 429 else "Forbidden\n")
+            response = connection.respond(status, f"{http.HTTPStatus(status).phrase}\n")
+            if retry_after is not None:
+                response.headers["Retry-After"] = str(retry_after)
+            return response
         if len(endpoint.streams) > self.max_streams:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, "Too many streams\n")
         return None

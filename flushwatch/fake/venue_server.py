@@ -11,8 +11,8 @@ refuses any request with a body, and Hyperliquid's ``POST /info`` needs one.
 
 Frames come from ``publish`` or an attached source (``VenueRecording``: cryptofeed recordings or tardis
 fixture lines). Frames whose topic nobody subscribed to are counted, not queued. Misbehaviour on request:
-``drop_connections`` (a close code or an abrupt 1006) and ``stall``; a client that stays silent past the
-protocol's ``client_idle_timeout_s`` is cut off, as the venues do.
+``drop_connections`` (a close code or an abrupt 1006), ``stall`` and ``retire``; a client that stays silent
+past the protocol's ``client_idle_timeout_s`` is cut off, as the venues do.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Counts:
     frames_published: int = 0
     frames_sent: int = 0
     unrouted: Counter[str] = field(default_factory=Counter)
-    """Published frames not sent to anyone, by reason: ``not_a_push`` or ``no_subscriber``."""
+    """Published frames not sent to anyone, by reason: ``not_a_push``, ``retired`` or ``no_subscriber``."""
     closed_idle: int = 0
 
 
@@ -186,6 +186,7 @@ class FakeVenue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stalled_until = 0.0
         self._ids = 0
+        self.retired = False
 
     async def start(self) -> None:
         self._server = await serve(self._handle, self._host, self._port, process_request=self._process_request,
@@ -261,6 +262,9 @@ class FakeVenue:
             if topic is None:
                 self.counts.unrouted["not_a_push"] += 1
                 continue
+            if self.retired:
+                self.counts.unrouted["retired"] += 1
+                continue
             targets = [c for c in self.open_connections if topic in c.topics]
             if not targets:
                 self.counts.unrouted["no_subscriber"] += 1
@@ -272,6 +276,11 @@ class FakeVenue:
     def stall(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (connections stay open): what a client's staleness watchdog is for."""
         self._stalled_until = time.monotonic() + seconds
+
+    def retire(self, retired: bool = True) -> None:
+        """While retired, handshakes, subscriptions and heartbeats are answered but no data is sent, snapshots
+        included: the silent failure of a retired URL. Published frames still update the snapshots."""
+        self.retired = retired
 
     async def drop_connections(self, code: int | None = None) -> int:
         """Close every open connection with ``code``, or abruptly (the client sees 1006) when ``None``."""
@@ -338,7 +347,7 @@ class FakeVenue:
                 for topic in reply.subscribed:
                     # Subscribed before the first await: a frame published while the snapshot is being sent
                     # must reach the new subscriber, or its book would start with a gap.
-                    snapshot = self.protocol.snapshot(topic)
+                    snapshot = [] if self.retired else self.protocol.snapshot(topic)
                     conn.topics.add(topic)
                     for frame in snapshot:
                         await conn.send(frame)
