@@ -15,8 +15,8 @@ class ErrorBody(msgspec.Struct, frozen=True, gc=False):
     msg: str
 
 
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    """Every frame of a combined-stream connection; which fields are present tells the kind.
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """Every frame of a combined-stream connection, but its ``data``; which fields are present tells the kind.
 
     A market message -- ``data`` is kept raw and decoded once ``stream`` has told its type::
 
@@ -32,11 +32,16 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     """
 
     stream: str | None = None
-    data: msgspec.Raw = msgspec.Raw()
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     """``UNSET`` when absent; a JSON ``null`` result still marks an ack."""
     id: int | None = None
     error: ErrorBody | None = None
+
+
+class Envelope(Header, frozen=True, gc=False):
+    """Any frame, ``data`` kept raw."""
+
+    data: msgspec.Raw = msgspec.Raw()
 
 
 class AggTrade(msgspec.Struct, frozen=True, gc=False):
@@ -58,6 +63,13 @@ class AggTrade(msgspec.Struct, frozen=True, gc=False):
     m: bool  # buyer is the maker => the taker SOLD
     a: int | None = None
     """Aggregate trade id, increasing per symbol. Absent in some 2019 recordings, where ``l`` stands in."""
+
+
+class AggTradeFrame(Header, frozen=True, gc=False, kw_only=True):
+    """An ``aggTrade`` message decoded in one pass: the header checked as ``Envelope`` checks it, ``data``
+    typed. A frame this does not decode goes the ``Envelope`` way, which says what is wrong with it."""
+
+    data: AggTrade
 
 
 class MarkPriceUpdate(msgspec.Struct, frozen=True, gc=False):

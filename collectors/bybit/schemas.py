@@ -11,8 +11,8 @@ from __future__ import annotations
 import msgspec
 
 
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    """Every frame; ``topic`` tells a push from a control answer, and ``data`` is decoded once it has.
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """Every frame's members but ``data``; ``topic`` tells a push from a control answer.
 
     A push (real, 2026-08-09)::
 
@@ -37,12 +37,17 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     ts: int = 0  # when Bybit generated the message, ms
     cs: int = 0  # tickers: cross sequence, increasing per symbol
     cts: int = 0  # orderbook: matching-engine time of the book state, ms
-    data: msgspec.Raw = msgspec.Raw()
     op: str = ""
     success: bool | None = None
     ret_msg: str = ""
     req_id: str = ""
     conn_id: str = ""
+
+
+class Envelope(Header, frozen=True, gc=False):
+    """Any frame, ``data`` kept raw and decoded once ``topic`` has told its type."""
+
+    data: msgspec.Raw = msgspec.Raw()
 
 
 class PublicTrade(msgspec.Struct, frozen=True, gc=False):
@@ -62,6 +67,13 @@ class PublicTrade(msgspec.Struct, frozen=True, gc=False):
     BT: bool = False  # block trade
     RPI: bool = False  # retail-price-improvement order filled
     seq: int = 0  # cross sequence; shared by the trades of one match, and by several messages
+
+
+class TradesFrame(Header, frozen=True, gc=False, kw_only=True):
+    """A ``publicTrade`` push decoded in one pass: the header checked as ``Envelope`` checks it, ``data`` typed.
+    A frame this does not decode goes the ``Envelope`` way, which says what is wrong with it."""
+
+    data: list[PublicTrade]
 
 
 class LiquidationItem(msgspec.Struct, frozen=True, gc=False):
@@ -159,3 +171,9 @@ class TickerRow(msgspec.Struct, frozen=True, gc=False):
 
 class TickersResult(msgspec.Struct, frozen=True, gc=False):
     entries: list[TickerRow] = msgspec.field(name="list")
+
+
+class TickerFrame(Header, frozen=True, gc=False, kw_only=True):
+    """A ``tickers`` push decoded in one pass, as ``TradesFrame``."""
+
+    data: TickerData

@@ -17,8 +17,8 @@ both -- and each liquidated side becomes one ``Liquidation`` next to the ``Trade
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -60,6 +60,13 @@ _TAKER_LIQUIDATED: Final[dict[str, PositionSide]] = {"sell": "long", "buy": "sho
 _MAKER_LIQUIDATED: Final[dict[str, PositionSide]] = {"sell": "short", "buy": "long"}
 _LIQUIDATION_FLAGS: Final = frozenset({"T", "M", "MT"})
 
+_NOTIFICATION: Final = b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"'
+_ONE_PASS_KEY: Final = len(_NOTIFICATION) + 2
+"""The notification prefix and two letters of the channel: "tr", "bo", "ti"."""
+
+Notification = Callable[[str, Any, int], ParseResult]
+"""``(channel, decoded data, ts_recv)``."""
+
 Meta = tuple[str, bool, float]
 """``(asset, inverse, contract_size)`` of a watched symbol."""
 
@@ -93,6 +100,11 @@ class DeribitParser:
         self._trades = msgspec.json.Decoder(list[schemas.TradeItem])
         self._ticker = msgspec.json.Decoder(schemas.Ticker)
         self._book = msgspec.json.Decoder(schemas.BookData)
+        self._one_pass: dict[bytes, tuple[msgspec.json.Decoder[Any], str, Notification]] = {
+            _NOTIFICATION + b"tr": (msgspec.json.Decoder(schemas.TradesNotification), "trades.", self._on_trades),
+            _NOTIFICATION + b"bo": (msgspec.json.Decoder(schemas.BookNotification), "book.", self._on_book),
+            _NOTIFICATION + b"ti": (msgspec.json.Decoder(schemas.TickerNotification), "ticker.", self._on_ticker),
+        }
         self._trade_seqs = Sequencer("trade_seq")
         self._ticker_times = Sequencer("ticker timestamp")
         self._books: dict[str, Book] = {}
@@ -102,6 +114,19 @@ class DeribitParser:
         """One websocket frame (``ts_recv`` = local receive time, ns) -> ``ParseResult``; never raises."""
 
     def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
+        # Notifications in one pass when the frame starts as Deribit writes them; anything else, or what that
+        # decoder refuses, goes the general way, which says what is wrong.
+        one_pass = self._one_pass.get(frame[:_ONE_PASS_KEY]) if isinstance(frame, bytes) else None
+        if one_pass is not None:
+            decoder, channel, handler = one_pass
+            try:
+                msg = decoder.decode(frame)
+            except msgspec.DecodeError:
+                pass
+            else:
+                name = msg.params.channel
+                if msg.method == "subscription" and name.startswith(channel):
+                    return handler(name, msg.params.data, ts_recv)
         envelope = self._envelope.decode(frame)
         method = envelope.method
         params = envelope.params
@@ -110,11 +135,11 @@ class DeribitParser:
                 return reject("malformed", "a notification without params")
             name = params.channel
             if name.startswith("trades."):
-                return self._on_trades(params.data, ts_recv)
+                return self._on_trades(name, self._trades.decode(params.data), ts_recv)
             if name.startswith("book."):
-                return self._on_book(name, params.data, ts_recv)
+                return self._on_book(name, self._book.decode(params.data), ts_recv)
             if name.startswith("ticker."):
-                return self._on_ticker(params.data, ts_recv)
+                return self._on_ticker(name, self._ticker.decode(params.data), ts_recv)
             return reject("unknown_type", name)
         if method == "heartbeat":
             kind = params.type if params is not None else ""
@@ -144,8 +169,7 @@ class DeribitParser:
                                [request_id])
         return ParseResult([], [], [request_id])
 
-    def _on_trades(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
-        trades = self._trades.decode(data)
+    def _on_trades(self, _name: str, trades: list[schemas.TradeItem], ts_recv: int) -> ParseResult:
         if not trades:
             return reject("malformed", "an empty trades notification")
         events: list[Event] = []
@@ -182,8 +206,7 @@ class DeribitParser:
                                           _MAKER_LIQUIDATED[side]))
         return ParseResult(events, rejects, [], [])
 
-    def _on_ticker(self, data: msgspec.Raw, ts_recv: int) -> ParseResult:
-        ticker = self._ticker.decode(data)
+    def _on_ticker(self, _name: str, ticker: schemas.Ticker, ts_recv: int) -> ParseResult:
         symbol = ticker.instrument_name
         meta = self._meta.get(symbol)
         if meta is None:
@@ -211,8 +234,7 @@ class DeribitParser:
             rejects.append(Reject("bad_value", f"{symbol} open_interest={ticker.open_interest}"))
         return ParseResult(events, rejects, [], [])
 
-    def _on_book(self, name: str, data: msgspec.Raw, ts_recv: int) -> ParseResult:
-        msg = self._book.decode(data)
+    def _on_book(self, name: str, msg: schemas.BookData, ts_recv: int) -> ParseResult:
         symbol = msg.instrument_name
         meta = self._meta.get(symbol)
         if meta is None:

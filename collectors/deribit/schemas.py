@@ -23,17 +23,22 @@ class RpcError(msgspec.Struct, frozen=True, gc=False):
     message: str
 
 
-class Params(msgspec.Struct, frozen=True, gc=False):
-    """``params`` of a server-initiated message: a notification (``channel`` + ``data``) or a heartbeat
-    (``type``); ``data`` is kept raw and decoded once ``channel`` has told its type."""
+class ParamsHeader(msgspec.Struct, frozen=True, gc=False):
+    """``params`` of a server-initiated message but its ``data``: a notification (``channel`` + ``data``) or a
+    heartbeat (``type``)."""
 
     channel: str = ""
-    data: msgspec.Raw = msgspec.Raw()
     type: str = ""
 
 
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    """Every frame; which members are present tells the kind.
+class Params(ParamsHeader, frozen=True, gc=False):
+    """Any ``params``, ``data`` kept raw and decoded once ``channel`` has told its type."""
+
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """Every frame's members but ``params``; which members are present tells the kind.
 
     A notification (real, tardis fixture, 2019-09-01)::
 
@@ -50,10 +55,15 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     """
 
     method: str = ""
-    params: Params | None = None
     id: int | str | None = None
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: RpcError | None = None
+
+
+class Envelope(Header, frozen=True, gc=False):
+    """Any frame, ``params.data`` kept raw."""
+
+    params: Params | None = None
 
 
 class TradeItem(msgspec.Struct, frozen=True, gc=False):
@@ -126,6 +136,37 @@ class BookData(msgspec.Struct, frozen=True, gc=False):
     asks: list[Level]
     type: str = ""  # "snapshot" | "change"; "" before 2021
     prev_change_id: int | None = None
+
+
+class TradesParams(ParamsHeader, frozen=True, gc=False, kw_only=True):
+    data: list[TradeItem]
+
+
+class TickerParams(ParamsHeader, frozen=True, gc=False, kw_only=True):
+    data: Ticker
+
+
+class BookParams(ParamsHeader, frozen=True, gc=False, kw_only=True):
+    data: BookData
+
+
+class TradesNotification(Header, frozen=True, gc=False, kw_only=True):
+    """A ``trades`` notification decoded in one pass: the members checked as ``Envelope`` checks them, ``data``
+    typed. A frame this does not decode goes the ``Envelope`` way, which says what is wrong with it."""
+
+    params: TradesParams
+
+
+class TickerNotification(Header, frozen=True, gc=False, kw_only=True):
+    """A ``ticker`` notification decoded in one pass, as ``TradesNotification``."""
+
+    params: TickerParams
+
+
+class BookNotification(Header, frozen=True, gc=False, kw_only=True):
+    """A ``book`` notification decoded in one pass, as ``TradesNotification``."""
+
+    params: BookParams
 
 
 class InstrumentInfo(msgspec.Struct, frozen=True, gc=False):

@@ -21,10 +21,10 @@ class Arg(msgspec.Struct, frozen=True, gc=False):
     instType: str = ""
 
 
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    """Every JSON frame; ``event`` tells an answer from a push.
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """Every JSON frame's members but ``data``; ``event`` tells an answer from a push.
 
-    A push -- ``data`` is kept raw and decoded once ``arg.channel`` has told its type. An ack, one per
+    A push -- ``data`` is decoded once ``arg.channel`` has told its type. An ack, one per
     subscribed arg, carrying the request's ``id`` (real, OKX docs; the 2022 recording's acks have no id
     because cryptofeed sent none)::
 
@@ -38,11 +38,16 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     """
 
     arg: Arg | None = None
-    data: msgspec.Raw = msgspec.Raw()
     event: str | None = None
     id: str | int | None = None
     code: str | None = None
     msg: str = ""
+
+
+class Envelope(Header, frozen=True, gc=False):
+    """Any frame, ``data`` kept raw."""
+
+    data: msgspec.Raw = msgspec.Raw()
 
 
 class TradeItem(msgspec.Struct, frozen=True, gc=False):
@@ -59,6 +64,13 @@ class TradeItem(msgspec.Struct, frozen=True, gc=False):
     sz: str  # contracts for swaps
     side: str  # taker side, "buy" / "sell"
     ts: str  # fill time, ms
+
+
+class TradesFrame(Header, frozen=True, gc=False, kw_only=True):
+    """A ``trades`` push decoded in one pass: the header checked as ``Envelope`` checks it, ``data`` typed. A
+    frame this does not decode goes the ``Envelope`` way, which says what is wrong with it."""
+
+    data: list[TradeItem]
 
 
 class BookItem(msgspec.Struct, frozen=True, gc=False):
