@@ -63,44 +63,47 @@ def _values(cls: type, group: list[Event]) -> tuple[np.ndarray, np.ndarray, np.n
             np.array([e.spread_bps for e in books]))
 
 
-def to_columns(events: Sequence[Event], slots: Sequence[int]) -> Columns:
-    """The columns of ``events`` (``slots[i]`` is the slot of ``events[i]``), in event-time order.
+StreamColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                      np.ndarray, np.ndarray]
+"""``(kind, slot, venue, ts, v0, v1, v2, v3, recv)`` in stream order; ``ts`` is the event time in ns."""
 
-    Rows are grouped by kind to build the columns and then sorted by event time (stably, so equal times keep
-    their stream order); the kernels fold rows in array order.
-    """
-    groups: dict[type, tuple[list[Event], list[int]]] = {}
-    for event, slot in zip(events, slots, strict=True):
-        found = groups.get(type(event))
-        if found is None:
-            if type(event) not in _KINDS:
-                raise TypeError(f"not an event: {type(event).__name__}")
-            found = groups[type(event)] = ([], [])
-        found[0].append(event)
-        found[1].append(slot)
-    parts: list[Columns] = []
-    for cls, (group, group_slots) in groups.items():
-        v0, v1, v2 = _values(cls, group)
-        n = len(group)
-        parts.append((
-            np.full(n, _KINDS[cls], np.int8),
-            np.array(group_slots, np.int32),
-            np.array([e.ts_event for e in group], np.int64) / 1e9,
-            v0,
-            v1,
-            v2,
-            np.zeros(n),
-            np.array([e.ts_recv for e in group], np.int64),
-        ))
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        empty = np.zeros(0)
-        return (np.zeros(0, np.int8), np.zeros(0, np.int32), empty, empty, empty, empty, empty,
-                np.zeros(0, np.int64))
-    columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
-    order = np.argsort(columns[2], kind="stable")
-    return tuple(c[order] for c in columns)  # type: ignore[return-value]
+
+def stream_columns(events: Sequence[Event], slots: Sequence[int], venues: Sequence[int]) -> StreamColumns:
+    """The columns of ``events`` in their own order (``slots[i]`` and ``venues[i]`` number the asset and the
+    venue of ``events[i]``): what the market fold (``detector.market.fold_market``) reads, row by row.
+
+    Each kind's rows are filled in place, one comprehension per column (several times cheaper than a branch
+    per event)."""
+    codes = [_KINDS.get(type(e), -1) for e in events]
+    kind = np.array(codes, np.int8)
+    if -1 in codes:
+        raise TypeError(f"not an event: {type(events[codes.index(-1)]).__name__}")
+    n = len(events)
+    ts, recv = np.empty(n, np.int64), np.empty(n, np.int64)
+    v0, v1, v2 = np.empty(n), np.empty(n), np.empty(n)
+    for cls, code in _KINDS.items():
+        rows = np.flatnonzero(kind == code)
+        if not len(rows):
+            continue
+        group = [events[i] for i in rows.tolist()] if len(rows) < n else list(events)
+        ts[rows] = [e.ts_event for e in group]
+        recv[rows] = [e.ts_recv for e in group]
+        v0[rows], v1[rows], v2[rows] = _values(cls, group)
+    return (kind, np.array(slots, np.int32), np.array(venues, np.int32), ts, v0, v1, v2, np.zeros(n), recv)
+
+
+def by_time(columns: StreamColumns) -> Columns:
+    """Stream columns as the kernels take them: ``t`` in seconds, rows in event-time order (stably, so equal
+    times keep their stream order; the kernels fold rows in array order), the venue column dropped."""
+    kind, slot, _, ts, v0, v1, v2, v3, recv = columns
+    t = ts / 1e9
+    order = np.argsort(t, kind="stable")
+    return kind[order], slot[order], t[order], v0[order], v1[order], v2[order], v3[order], recv[order]
+
+
+def to_columns(events: Sequence[Event], slots: Sequence[int]) -> Columns:
+    """The columns of ``events`` (``slots[i]`` is the slot of ``events[i]``), in event-time order."""
+    return by_time(stream_columns(events, slots, [0] * len(events)))
 
 
 class BatchBuilder:

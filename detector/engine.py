@@ -18,13 +18,22 @@ import msgspec
 import numpy as np
 
 from collectors.venues import coverage_of
-from detector.batch import to_columns
+from detector.batch import by_time, stream_columns
 from detector.calendar import TradFiCalendar
 from detector.checkpoint import CheckpointError, decode, encode, flatten, unflatten
 from detector.extras import Extras, allocate_extras, apply_extras, fill_external, grow_extras
 from detector.hawkes import hawkes_refit
 from detector.kernels import apply_batch
-from detector.market import MarketView
+from detector.market import (
+    DEPTH_STALE_S,
+    GRACE_S,
+    OI_STALE_S,
+    Market,
+    allocate_market,
+    fold_market,
+    grow_market,
+    venue_views,
+)
 from detector.params import pack
 from detector.stages import evaluate
 from detector.state import (
@@ -33,13 +42,13 @@ from detector.state import (
     CHANGED_STAGE,
     F_OVERHEAT_LONG,
     F_OVERHEAT_SHORT,
+    FEATURE_NAMES,
     REJECT_REASONS,
     SIDE_NAMES,
     TOTAL_NAMES,
     DetectorState,
     allocate,
     describe,
-    evidence,
     thresholds,
     with_rows_of,
 )
@@ -68,6 +77,11 @@ def known_coverage(venue: str) -> str:
         return "unknown"
 
 
+def _episode(asset: str, s: int, start: float, peak_stage: int) -> str:
+    """The id of the episode of ``asset``'s side ``s`` (one that started and reached a stage), or ''."""
+    return f"{asset}-{SIDE_NAMES[s]}-{int(start)}" if math.isfinite(start) and peak_stage else ""
+
+
 class _Rows(NamedTuple):
     active: np.ndarray
     recv: np.ndarray
@@ -79,6 +93,7 @@ class _Whole(NamedTuple):
 
     state: DetectorState
     extras: Extras
+    market: Market
     rows: _Rows
 
 
@@ -96,7 +111,12 @@ class Detector:
 
     def __init__(self, settings: Settings, capacity: int = 64,
                  coverage: Callable[[str], str] = known_coverage) -> None:
-        self.market = MarketView(coverage)
+        self.coverage = coverage
+        self.market = allocate_market(capacity)
+        self.venues: list[str] = []
+        """Venue names by the id the market arrays know them by."""
+        self._venue_ids: dict[str, int] = {}
+        self._fold_args = (int(GRACE_S * 1e9), int(OI_STALE_S * 1e9), int(DEPTH_STALE_S * 1e9))
         self._params = pack(settings.detector)
         self._thresholds = thresholds(settings.detector)
         self.state = allocate(capacity)
@@ -128,12 +148,23 @@ class Detector:
                 capacity = 2 * self._active.shape[0]
                 self.state = with_rows_of(self.state, allocate(capacity))
                 self.extras = grow_extras(self.extras, capacity)
+                self.market = grow_market(self.market, capacity, self.market.oi_usd.shape[1])
                 self._active = _widened(self._active, capacity, False)
                 self._recv = _widened(self._recv, capacity, 0)
                 self._state_due = _widened(self._state_due, capacity, -math.inf)
             self._slots[asset] = slot
             self.assets.append(asset)
         return slot
+
+    def _venue_id(self, venue: str) -> int:
+        found = self._venue_ids.get(venue)
+        if found is None:
+            found = self._venue_ids[venue] = len(self.venues)
+            self.venues.append(venue)
+            width = self.market.oi_usd.shape[1]
+            if found >= width:
+                self.market = grow_market(self.market, self._active.shape[0], 2 * width)
+        return found
 
     def process(self, events: Sequence[Event]) -> list[Signal]:
         """Take events in order; returns the signals of every evaluation their times crossed.
@@ -149,7 +180,7 @@ class Detector:
         found = [slots_get(e.asset) for e in events]
         slots = ([self._slot(e.asset) if s is None else s for e, s in zip(events, found, strict=True)]
                  if None in found else cast(list[int], found))
-        ts = np.fromiter((e.ts_event for e in events), np.int64, n)
+        ts = np.array([e.ts_event for e in events], np.int64)
         start = 0
         while start < n:
             later = np.flatnonzero(ts[start:] >= self._next_eval_ns)
@@ -171,9 +202,15 @@ class Detector:
     def _apply_segment(self) -> None:
         if not self._segment:
             return
-        part, part_slots = self.market.fold(self._segment), self._segment_slots
+        part, part_slots = self._segment, self._segment_slots
         self._segment, self._segment_slots = [], []
-        kind, slot, t, v0, v1, v2, v3, recv = to_columns(part, part_slots)
+        ids = self._venue_ids.get
+        found = [ids(e.venue) for e in part]
+        venues = [self._venue_id(e.venue) for e in part] if None in found else found
+        columns = stream_columns(part, part_slots, cast(list[int], venues))
+        kind, slot, venue, ts, v0, v1, v2, _, _ = columns
+        fold_market(self.market, kind, slot, venue, ts, v0, v1, v2, *self._fold_args)
+        kind, slot, t, v0, v1, v2, v3, recv = by_time(columns)
         np.maximum.at(self._recv, slot, recv)
         self.ingest(kind, slot, t, v0, v1, v2, v3)
 
@@ -205,32 +242,32 @@ class Detector:
         followed gives the signals of one that never stopped."""
         meta = {"assets": self.assets, "next_eval_ns": self._next_eval_ns, "trigger_recv": self._trigger_recv,
                 "events": self.events, "segment": _segment_encoder.encode(self._segment),
-                "segment_slots": self._segment_slots, "market": self.market.snapshot()}
-        whole = _Whole(self.state, self.extras, _Rows(self._active, self._recv, self._state_due))
+                "segment_slots": self._segment_slots, "venues": self.venues,
+                "venue_width": self.market.oi_usd.shape[1]}
+        whole = _Whole(self.state, self.extras, self.market, _Rows(self._active, self._recv, self._state_due))
         return encode(self._active.shape[0], flatten(whole), meta)
 
     def restore(self, blob: bytes) -> None:
         """Become the detector ``checkpoint`` saved; raises ``CheckpointError`` (leaving this one as it was)
         for bytes that are not a checkpoint of this version."""
         saved = decode(blob)
-        n = saved.capacity
-        template = _Whole(allocate(n), allocate_extras(n), _Rows(np.zeros(n, np.bool_), np.zeros(n, np.int64),
-                                                                np.full(n, -math.inf)))
-        whole = unflatten(template, saved.arrays)
-        meta = saved.meta
+        n, meta = saved.capacity, saved.meta
         try:
             segment = _segment_decoder.decode(meta["segment"])
             assets = [str(a) for a in meta["assets"]]
-            market = MarketView(self.market.coverage)
-            market.restore(meta["market"])
+            venues = [str(v) for v in meta["venues"]]
+            width = int(meta["venue_width"])
             clocks = int(meta["next_eval_ns"]), int(meta["trigger_recv"]), int(meta["events"])
             segment_slots = [int(s) for s in meta["segment_slots"]]
         except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
             raise CheckpointError(f"checkpoint metadata unreadable: {exc!r}") from None
-        self.state, self.extras = whole.state, whole.extras
+        template = _Whole(allocate(n), allocate_extras(n), allocate_market(n, width),
+                          _Rows(np.zeros(n, np.bool_), np.zeros(n, np.int64), np.full(n, -math.inf)))
+        whole = unflatten(template, saved.arrays)
+        self.state, self.extras, self.market = whole.state, whole.extras, whole.market
         self._active, self._recv, self._state_due = whole.rows
         self.assets, self._slots = assets, {asset: slot for slot, asset in enumerate(assets)}
-        self.market = market
+        self.venues, self._venue_ids = venues, {venue: i for i, venue in enumerate(venues)}
         self._next_eval_ns, self._trigger_recv, self.events = clocks
         self._segment, self._segment_slots = segment, segment_slots
 
@@ -259,62 +296,37 @@ class Detector:
         self.step(now)
         ts = int(now * 1e9)
         signals: list[Signal] = []
-        due = self._active & ((state.changed.max(axis=1) != 0) | (self._state_due <= now))
-        for slot in np.flatnonzero(due).tolist():
+        due = np.flatnonzero(self._active & ((state.changed.max(axis=1) != 0) | (self._state_due <= now)))
+        if not len(due):
+            return signals
+        self._state_due[due] = now + self._state_every
+        # Each array's due rows as Python values in one call: indexing NumPy per field and slot costs more than
+        # the snapshot it fills.
+        features = state.features[due].tolist()
+        scores = state.features[due][:, [F_OVERHEAT_LONG, F_OVERHEAT_SHORT]].tolist()
+        stages, hot, paused = state.stage[due].tolist(), state.overheated[due].tolist(), state.paused[due].tolist()
+        starts, peaks = state.episode_start[due].tolist(), state.peak_stage[due].tolist()
+        changed, stage_from, cond_bits = state.changed[due].tolist(), state.stage_from[due].tolist(), \
+            state.cond_bits[due].tolist()
+        totals, recv = state.totals[due].tolist(), self._recv[due].tolist()
+        venues = venue_views(self.market, due, self.venues, self.coverage)
+        for k, slot in enumerate(due.tolist()):
             asset = self.assets[slot]
-            sides = [self._side(slot, s) for s in (0, 1)]
-            for s in (0, 1):
-                bits = int(state.changed[slot, s])
+            evidence = dict(zip(FEATURE_NAMES, features[k], strict=True))
+            sides = [SideState(SIDE_NAMES[s], stages[k][s], stage_name(stages[k][s], bool(hot[k][s])), scores[k][s],
+                               _episode(asset, s, starts[k][s], peaks[k][s]), bool(paused[k][s])) for s in (0, 1)]
+            for s, side in enumerate(sides):
+                bits = changed[k][s]
                 # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing. A
                 # pause (exhausted, fuel remains) or its end is news within the stage.
-                if bits & (CHANGED_STAGE | CHANGED_PAUSE) or (bits & CHANGED_OVERHEAT and sides[s].stage == 0):
-                    signals.append(self._change(slot, s, ts, sides[s], bool(bits & CHANGED_STAGE)))
-            self._state_due[slot] = now + self._state_every
-            signals.append(
-                AssetState(
-                    asset=asset,
-                    ts=ts,
-                    ts_recv=int(self._recv[slot]),
-                    long=sides[0],
-                    short=sides[1],
-                    features=evidence(state, slot),
-                    totals=dict(zip(TOTAL_NAMES, state.totals[slot].tolist(), strict=True)),
-                    venues=self.market.venues(asset),
-                )
-            )
+                if bits & (CHANGED_STAGE | CHANGED_PAUSE) or (bits & CHANGED_OVERHEAT and side.stage == 0):
+                    signals.append(StageChange(
+                        asset=asset, side=side.side, ts=ts, ts_recv=self._trigger_recv,
+                        stage_from=stage_from[k][s] if bits & CHANGED_STAGE else side.stage, stage=side.stage,
+                        stage_name=side.stage_name, overheat_score=side.overheat_score, episode_id=side.episode_id,
+                        evidence=dict(evidence), thresholds=self._thresholds, conditions=describe(cond_bits[k][s]),
+                        paused=side.paused))
+            signals.append(AssetState(asset=asset, ts=ts, ts_recv=recv[k], long=sides[0], short=sides[1],
+                                      features=evidence, totals=dict(zip(TOTAL_NAMES, totals[k], strict=True)),
+                                      venues=venues[k]))
         return signals
-
-    def _episode(self, slot: int, s: int) -> str:
-        start = self.state.episode_start[slot, s]
-        if not math.isfinite(start) or self.state.peak_stage[slot, s] == 0:
-            return ""
-        return f"{self.assets[slot]}-{SIDE_NAMES[s]}-{int(start)}"
-
-    def _side(self, slot: int, s: int) -> SideState:
-        state = self.state
-        stage = int(state.stage[slot, s])
-        return SideState(
-            side=SIDE_NAMES[s],
-            stage=stage,
-            stage_name=stage_name(stage, bool(state.overheated[slot, s])),
-            overheat_score=float(state.features[slot, F_OVERHEAT_LONG if s == 0 else F_OVERHEAT_SHORT]),
-            episode_id=self._episode(slot, s),
-            paused=bool(state.paused[slot, s]),
-        )
-
-    def _change(self, slot: int, s: int, ts: int, side: SideState, stage_moved: bool) -> StageChange:
-        return StageChange(
-            asset=self.assets[slot],
-            side=side.side,
-            ts=ts,
-            ts_recv=self._trigger_recv,
-            stage_from=int(self.state.stage_from[slot, s]) if stage_moved else side.stage,
-            stage=side.stage,
-            stage_name=side.stage_name,
-            overheat_score=side.overheat_score,
-            episode_id=side.episode_id,
-            evidence=evidence(self.state, slot),
-            thresholds=self._thresholds,
-            conditions=describe(int(self.state.cond_bits[slot, s])),
-            paused=side.paused,
-        )

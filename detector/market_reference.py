@@ -1,36 +1,19 @@
-"""One market per asset: venue events folded into the asset view the kernels work on, plus per-venue detail.
-
-A flush is market-wide, so the detector judges each asset on all its venues together:
-
-* trades and liquidations pass through unchanged: notional adds up across venues. The liquidation
-  intensity is a ratio of sums (recent over lagged baseline), which is the baseline-weighted mean of each
-  venue's own ratio -- each venue is measured against its own history, and a sampled feed (Binance, OKX:
-  a lower bound) weighs what it shows. ``coverage`` says which venues are complete;
-* open interest becomes the sum over venues (USD, one side); funding and the mark premium become their
-  open-interest-weighted means (funding restated per 8 h, so Hyperliquid's hourly rate compares);
-* depth within 1 % becomes the sum over venues with a fresh book.
-
-A venue joining or leaving mid-run (a late connection, an outage) would make a sum jump, which the
-kernels would read as open interest or liquidity moving. ``ChainedSum`` prevents that: after a grace
-period at the start, the level it reports moves only by the changes of venues present before and after,
-so composition changes are invisible to the detector; the true sum is kept for display (``VenueView``).
-
-Everything here runs on event time and in stream order, so replays give the same result.
+"""The plain-Python twin of ``detector.market``: the same market fold over event objects, one venue object
+and one ``ChainedSum`` per asset, written from the rules in ``detector.market``'s docstring. Used by tests,
+which hold the kernel to it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
+from detector.market import DEPTH_STALE_S, GRACE_S, MARKET_VENUE, OI_STALE_S
 from flushwatch.events import DEPTH_BANDS_BPS, Depth, Event, FundingMark, Liquidation, OpenInterest, Trade, funding_mark
 from flushwatch.signals import VenueView
 
-MARKET_VENUE: Final = "market"
-"""The ``venue`` of the folded events the kernels see."""
 _BAND_1PCT: Final = DEPTH_BANDS_BPS.index(100)
 _NS: Final = 1_000_000_000
 
@@ -75,14 +58,6 @@ class ChainedSum:
             self.level = self.total
         return self.level
 
-    def snapshot(self) -> list[Any]:
-        return [self._first, self._next_expiry, self.total, self.level,
-                {venue: list(pair) for venue, pair in self._values.items()}]
-
-    def restore(self, saved: list[Any]) -> None:
-        self._first, self._next_expiry, self.total, self.level, values = saved
-        self._values = {venue: (float(value), int(ts)) for venue, (value, ts) in values.items()}
-
 
 @dataclass
 class _Venue:
@@ -116,27 +91,13 @@ class _Asset:
 class MarketView:
     """Folds the events of every venue into per-asset market events (see the module docstring)."""
 
-    def __init__(self, coverage: Callable[[str], str], *, grace_s: float = 60.0, oi_stale_s: float = 600.0,
-                 depth_stale_s: float = 10.0) -> None:
+    def __init__(self, coverage: Callable[[str], str], *, grace_s: float = GRACE_S, oi_stale_s: float = OI_STALE_S,
+                 depth_stale_s: float = DEPTH_STALE_S) -> None:
         self.coverage = coverage
         self._grace_s = grace_s
         self._oi_stale_s = oi_stale_s
         self._depth_stale_s = depth_stale_s
         self._assets: dict[str, _Asset] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data for a checkpoint (``restore`` takes it back)."""
-        return {name: {"oi": a.oi.snapshot(), "depth": a.depth.snapshot(),
-                       "venues": {v: dataclasses.astuple(venue) for v, venue in a.venues.items()}}
-                for name, a in self._assets.items()}
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        self._assets = {}
-        for name, data in saved.items():
-            asset = self._asset(name)
-            asset.oi.restore(data["oi"])
-            asset.depth.restore(data["depth"])
-            asset.venues = {v: _Venue(*fields) for v, fields in data["venues"].items()}
 
     def venues(self, asset: str) -> dict[str, VenueView]:
         """Per-venue detail of ``asset``, by venue name."""
@@ -214,6 +175,8 @@ class MarketView:
         fill = sum(known) / len(known) if known else 1.0
         weights = [v.oi_usd if math.isfinite(v.oi_usd) and v.oi_usd > 0 else fill for v in venues]
         total = sum(weights)
+        if not total:  # no venue with a finite rate: nothing to weigh
+            return math.nan, math.nan
         funding = sum(w * v.funding_8h for w, v in zip(weights, venues, strict=True)) / total
         priced = [(w, v.premium_bps) for w, v in zip(weights, venues, strict=True) if math.isfinite(v.premium_bps)]
         premium = sum(w * p for w, p in priced) / sum(w for w, _ in priced) if priced else math.nan
@@ -228,7 +191,7 @@ class MarketView:
             return e
         # The deepest book sets the market's spread: it is where size trades.
         deepest = max((v for v in asset.venues.values() if math.isfinite(v.depth_1pct_usd)),
-                      key=lambda v: v.depth_1pct_usd)
+                      key=lambda v: v.depth_1pct_usd, default=venue)
         scale = level / venue.depth_1pct_usd if venue.depth_1pct_usd > 0 else 1.0
         bid_usd = (e.bid_usd[0] * scale, e.bid_usd[1] * scale, e.bid_usd[2] * scale)
         ask_usd = (e.ask_usd[0] * scale, e.ask_usd[1] * scale, e.ask_usd[2] * scale)

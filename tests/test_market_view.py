@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.engine import Detector
-from detector.market import MARKET_VENUE, ChainedSum, MarketView
+from detector.market import MARKET_VENUE
+from detector.market_reference import ChainedSum, MarketView
 from flushwatch.events import Depth, FundingMark, Liquidation, OpenInterest, Trade, funding_mark
 from flushwatch.settings import load_settings
 from flushwatch.signals import AssetState
