@@ -82,6 +82,17 @@ def _episode(asset: str, s: int, start: float, peak_stage: int) -> str:
     return f"{asset}-{SIDE_NAMES[s]}-{int(start)}" if math.isfinite(start) and peak_stage else ""
 
 
+def _numbered(names: list[str], known: Callable[[str], int | None], add: Callable[[str], int]) -> list[int]:
+    """The number of each name; names not ``known`` yet are first ``add``-ed in order of first appearance (so
+    numbering depends on the stream only), once each however often they occur."""
+    found = [known(name) for name in names]
+    if None not in found:
+        return cast(list[int], found)
+    for name in dict.fromkeys(name for name, number in zip(names, found, strict=True) if number is None):
+        add(name)
+    return cast(list[int], [known(name) for name in names])
+
+
 class _Rows(NamedTuple):
     active: np.ndarray
     recv: np.ndarray
@@ -176,10 +187,7 @@ class Detector:
         n = len(events)
         if not n:
             return signals
-        slots_get = self._slots.get
-        found = [slots_get(e.asset) for e in events]
-        slots = ([self._slot(e.asset) if s is None else s for e, s in zip(events, found, strict=True)]
-                 if None in found else cast(list[int], found))
+        slots = _numbered([e.asset for e in events], self._slots.get, self._slot)
         ts = np.array([e.ts_event for e in events], np.int64)
         start = 0
         while start < n:
@@ -204,10 +212,8 @@ class Detector:
             return
         part, part_slots = self._segment, self._segment_slots
         self._segment, self._segment_slots = [], []
-        ids = self._venue_ids.get
-        found = [ids(e.venue) for e in part]
-        venues = [self._venue_id(e.venue) for e in part] if None in found else found
-        columns = stream_columns(part, part_slots, cast(list[int], venues))
+        venues = _numbered([e.venue for e in part], self._venue_ids.get, self._venue_id)
+        columns = stream_columns(part, part_slots, venues)
         kind, slot, venue, ts, v0, v1, v2, _, _ = columns
         fold_market(self.market, kind, slot, venue, ts, v0, v1, v2, *self._fold_args)
         kind, slot, t, v0, v1, v2, v3, recv = by_time(columns)
