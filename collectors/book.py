@@ -28,7 +28,7 @@ from itertools import accumulate
 from operator import add, mul
 from typing import Final
 
-from flushwatch.events import DepthBands, banded_depth, near_mid
+from flushwatch.events import DepthBands, Edges, banded_depth, near_mid
 
 Level = tuple[float, float]
 Bands = tuple[float, float, float]
@@ -42,6 +42,7 @@ books: options, a venue's top 20)."""
 _ROUNDING: Final = 2.0**-53
 _MASS_LIMIT: Final = MAX_DRIFT / _ROUNDING
 _INF: Final = float("inf")
+_EMPTY: Final = (0.0, 0.0, 0.0)
 
 
 class BookSide:
@@ -144,21 +145,23 @@ class BookSide:
             self.sums[ring] += notional
             self.mass[ring] += self.sums[ring]
 
-    def bands(self, limits: list[float], kept: int) -> Bands:
+    def bands(self, limits: Edges, kept: int) -> Bands:
         """Notional of the best ``kept`` levels within each band limit (prices, narrowest first)."""
         keys, sign = self.keys, self.sign
         widest = bisect_right(keys, sign * limits[2], 0, kept)
         if widest > SCAN_LEVELS:
             return self._rings(limits, keys[kept - 1])
+        if not widest:  # an option's book: often no level near mid
+            return _EMPTY
         # Few levels: summed best first, as the reference does. Signed notional: the bids' sums come out
         # negated, exactly (rounding is symmetric).
         inner = bisect_right(keys, sign * limits[0], 0, widest)
-        middle = bisect_right(keys, sign * limits[1], 0, widest)
+        middle = bisect_right(keys, sign * limits[1], inner, widest)
         sums = list(accumulate(map(mul, keys[:widest], self.sizes[:widest])))
         return (sign * sums[inner - 1] if inner else 0.0, sign * sums[middle - 1] if middle else 0.0,
-                sign * sums[widest - 1] if widest else 0.0)
+                sign * sums[-1])
 
-    def _rings(self, limits: list[float], worst: float) -> Bands:
+    def _rings(self, limits: Edges, worst: float) -> Bands:
         """The bands from the rings, after moving their edges to ``limits`` (clipped to the ``worst`` kept
         level): few levels change ring, as the mid moves a few ticks between reads."""
         sign, edges, sums, mass = self.sign, self.edges, self.sums, self.mass
@@ -230,7 +233,7 @@ class BookSide:
 
 
 class Book:
-    __slots__ = ("_asks", "_bids", "keep", "synced")
+    __slots__ = ("_asks", "_best", "_bids", "_near", "keep", "synced")
 
     def __init__(self, keep: int = 200) -> None:
         self._bids = BookSide(-1.0)
@@ -238,6 +241,9 @@ class Book:
         self.synced = False
         self.keep = keep
         """Levels per side used for the bands; venues send at most this many anyway."""
+        # near_mid of the best prices at the last read: most deltas leave them as they were.
+        self._best = (0.0, 0.0)
+        self._near: tuple[float, float, Edges, Edges] | None = None
 
     @property
     def bids(self) -> BookSide:
@@ -270,17 +276,23 @@ class Book:
 
     def depth(self) -> DepthBands | None:
         """``depth_from_levels`` of the best ``keep`` levels; ``None`` when empty, one-sided or crossed."""
-        bids, asks = self._bids, self._asks
-        if not (self.synced and bids.keys and asks.keys and self.keep > 0):
+        bids, asks, keep = self._bids, self._asks, self.keep
+        bid_keys, ask_keys = bids.keys, asks.keys
+        if not (self.synced and bid_keys and ask_keys and keep > 0):
             return None
-        near = near_mid(-bids.keys[0], asks.keys[0])
+        best = bid_keys[0], ask_keys[0]
+        if best == self._best:
+            near = self._near
+        else:
+            near = self._near = near_mid(-best[0], best[1])
+            self._best = best
         if near is None:
             return None
         mid, spread_bps, bid_edges, ask_edges = near
-        keep, bid_kept, ask_kept = self.keep, len(bids.keys), len(asks.keys)
+        bid_kept, ask_kept = len(bid_keys), len(ask_keys)
         bid_kept, ask_kept = bid_kept if bid_kept < keep else keep, ask_kept if ask_kept < keep else keep
         return banded_depth(mid, spread_bps, bids.bands(bid_edges, bid_kept), asks.bands(ask_edges, ask_kept),
-                            -bids.keys[bid_kept - 1], asks.keys[ask_kept - 1])
+                            -bid_keys[bid_kept - 1], ask_keys[ask_kept - 1])
 
 
 def _side(sign: float, levels: Mapping[float, float]) -> BookSide:

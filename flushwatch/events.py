@@ -154,30 +154,37 @@ def funding_mark(
 DepthBands = tuple[float, float, tuple[float, float, float], tuple[float, float, float], float]
 """``(mid, spread_bps, bid_usd, ask_usd, reach_bps)``: the fields of ``Depth`` a book reduces to."""
 
-_BELOW: Final = tuple(1 - b / 1e4 for b in DEPTH_BANDS_BPS)
-_ABOVE: Final = tuple(1 + b / 1e4 for b in DEPTH_BANDS_BPS)
+_INF: Final = math.inf
+
+Edges = tuple[float, float, float]
+"""The price limits of the depth bands on one side of mid, narrowest first."""
+
+# One name per band: near_mid runs on every book update, and a loop over the bands costs more than the bands.
+_BELOW_0, _BELOW_1, _BELOW_2 = (1 - b / 1e4 for b in DEPTH_BANDS_BPS)
+_ABOVE_0, _ABOVE_1, _ABOVE_2 = (1 + b / 1e4 for b in DEPTH_BANDS_BPS)
 
 
-def near_mid(best_bid: float, best_ask: float) -> tuple[float, float, list[float], list[float]] | None:
+def near_mid(best_bid: float, best_ask: float) -> tuple[float, float, Edges, Edges] | None:
     """``(mid, spread_bps, bid edges, ask edges)`` of a book's best prices, the edges being the band limits
     below and above mid; ``None`` for a crossed book."""
     if best_bid <= 0 or best_ask <= best_bid:
         return None
     mid = 0.5 * (best_bid + best_ask)
-    return mid, (best_ask - best_bid) / mid * 1e4, [mid * f for f in _BELOW], [mid * f for f in _ABOVE]
+    return (mid, (best_ask - best_bid) / mid * 1e4, (mid * _BELOW_0, mid * _BELOW_1, mid * _BELOW_2),
+            (mid * _ABOVE_0, mid * _ABOVE_1, mid * _ABOVE_2))
 
 
 def banded_depth(mid: float, spread_bps: float, bid_usd: tuple[float, float, float],
                  ask_usd: tuple[float, float, float], worst_bid: float, worst_ask: float) -> DepthBands | None:
     """The ``DepthBands`` of banded sums, given the last level used on each side; ``None`` when a sum
     overflowed (finite prices and sizes can still overflow their product)."""
-    if not math.isfinite(bid_usd[2] + ask_usd[2]):
+    if not -_INF < bid_usd[2] + ask_usd[2] < _INF:  # math.isfinite without a call: once per book update
         return None
-    reach_bps = min((mid - worst_bid) / mid, (worst_ask - mid) / mid) * 1e4
-    return mid, spread_bps, bid_usd, ask_usd, reach_bps
+    below, above = (mid - worst_bid) / mid, (worst_ask - mid) / mid
+    return mid, spread_bps, bid_usd, ask_usd, (above if above < below else below) * 1e4
 
 
-def _banded(levels: list[tuple[float, float]], edges: list[float], direction: float) -> tuple[float, float, float]:
+def _banded(levels: list[tuple[float, float]], edges: Edges, direction: float) -> tuple[float, float, float]:
     """Cumulative notional of ``levels`` (best first) inside each band edge, in one pass: bands are nested,
     so each edge takes the running sum at the first level beyond it."""
     out = [0.0, 0.0, 0.0]

@@ -63,7 +63,8 @@ def assert_same(book: Book, model: Model) -> None:
 def test_bands_equal_the_reference_through_snapshot_and_deltas(
         step: float, keep: int, bids: list[tuple[int, float]], asks: list[tuple[int, float]],
         changes: list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]) -> None:
-    book, model = Book(keep), ({}, {})
+    book = Book(keep)
+    model: Model = ({}, {})
     snapshot = [(price(step, True, t), q) for t, q in bids], [(price(step, False, t), q) for t, q in asks]
     assert book.snapshot(*snapshot)
     for side, given_levels in zip(model, snapshot, strict=True):
@@ -83,7 +84,8 @@ def test_bands_equal_the_reference_through_snapshot_and_deltas(
 def test_bands_equal_the_reference_through_direct_level_edits(
         step: float, asks: list[tuple[int, float]], edits: list[tuple[bool, int, float | None]]) -> None:
     """BitMEX's parser sets and pops levels one by one (``None`` here pops), and empties a side by assigning."""
-    book, model = Book(200), ({}, {})
+    book = Book(200)
+    model: Model = ({}, {})
     ask_levels = [(price(step, False, t), q) for t, q in asks]
     assert book.snapshot([], ask_levels)
     merged(model[1], ask_levels)
@@ -106,7 +108,8 @@ def test_bands_stay_within_bounds_over_a_long_life() -> None:
     """Tens of thousands of changes to a 200-level book, with levels that dwarf the rest coming and going (the
     running sums then lose their low bits to cancellation), read after every change."""
     rng = random.Random(20261121)
-    book, model = Book(200), ({}, {})
+    book = Book(200)
+    model: Model = ({}, {})
     step = rng.choice(TICK_STEPS)
     snapshot = ([(price(step, True, t), rng.lognormvariate(0, 2)) for t in range(200)],
                 [(price(step, False, t + 3), rng.lognormvariate(0, 2)) for t in range(200)])
@@ -168,3 +171,16 @@ def test_a_bad_level_puts_the_book_out_of_sync() -> None:
     assert book.snapshot([(100.0, 1.0)], [(101.0, math.inf)]) is False
     assert book.snapshot([(100.0, 1.0)], [(101.0, 1.0)])
     assert book.depth() == depth_from_levels([(100.0, 1.0)], [(101.0, 1.0)])
+
+
+def test_the_mid_follows_the_best_prices_across_reads() -> None:
+    """A read reuses the mid and band limits of the last one while the best prices are the same: a book that
+    crosses, stays crossed and uncrosses again reads as the reference each time."""
+    bids, asks = [(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)]
+    book = Book(200)
+    assert book.snapshot(bids, asks)
+    assert book.depth() == depth_from_levels(bids, asks)
+    assert book.update([], [(99.5, 1.0)])
+    assert book.depth() is None and book.depth() is None
+    assert book.update([(98.0, 3.0)], [(99.5, 0.0)])
+    assert book.depth() == depth_from_levels([*bids, (98.0, 3.0)], asks)
