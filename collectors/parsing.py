@@ -59,7 +59,7 @@ def num(text: str | float | int | None) -> float:
         return math.nan
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         return math.nan
 
 

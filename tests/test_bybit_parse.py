@@ -260,6 +260,16 @@ def test_ticker_snapshot_funding_and_single_side_open_interest(session: list[dic
     assert oi.ts_event == 1786310817583 * NS
 
 
+@pytest.mark.parametrize("field", ["markPrice", "fundingRate", "singleOpenInterest", "nextFundingTime"])
+def test_ticker_numbers_too_big_for_a_float_are_refused_not_raised(session: list[dict[str, Any]], field: str) -> None:
+    """A JSON integer beyond any float (the fuzzer found float(10**400) raising OverflowError) is a bad value."""
+    raw = json.loads(json.dumps(by_topic(session, "tickers.BTCUSDT", "snapshot")[0]))
+    raw["data"][field] = 10**400
+    result = parser().parse(json.dumps(raw).encode(), 1)
+    assert result.rejects and {r.reason for r in result.rejects} <= {"bad_value", "malformed"}, result
+    assert not any(getattr(e, "funding_rate", 0.0) > 1 or getattr(e, "oi_base", 0.0) > 1e300 for e in result.events)
+
+
 def test_ticker_without_single_side_figure_is_halved(tardis: list[dict[str, Any]]) -> None:
     """The 2023 message has only openInterest, which Bybit documents as both sides."""
     raw = by_topic(tardis, "tickers.BTCUSDT", "snapshot")[0]
