@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from time import time_ns
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -30,6 +30,7 @@ MAX_AHEAD_NS: Final = 86_400 * 10**9
 would advance a symbol's sequencer past every later update, and the detector's event-time grid past every
 later event. A day covers any clock skew, and the next funding time (at most a day ahead)."""
 _INF: Final = math.inf
+T = TypeVar("T")
 
 
 class ParseResult(msgspec.Struct):
@@ -131,6 +132,16 @@ class Sequencer:
     def forget(self, symbol: str) -> None:
         """After a snapshot that restarts the venue's numbering (a service restart)."""
         self._last.pop(symbol, None)
+
+
+def one_pass(decoder: msgspec.json.Decoder[T], frame: bytes | str) -> T | None:
+    """``frame`` decoded whole by a venue's decoder of one frequent message (envelope and typed payload in one
+    pass), or ``None`` when the decoder refuses it: the frame then goes the venue's general way, which says what
+    is wrong with it."""
+    try:
+        return decoder.decode(frame)
+    except msgspec.DecodeError:
+        return None
 
 
 def guarded(decode: Callable[[bytes | str, int], ParseResult], max_frame_bytes: int,

@@ -32,6 +32,7 @@ from collectors.parsing import (
     latest_ns,
     ms_to_ns,
     num,
+    one_pass,
     positive,
     reject,
     tradable,
@@ -105,14 +106,10 @@ class BinanceParser:
     def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
         # aggTrade, the most frequent message, in one pass when the frame starts as Binance writes it; anything
         # else, or what that decoder refuses, goes the general way, which says what is wrong.
-        if isinstance(frame, bytes) and frame[:11] == b'{"stream":"' and frame.find(b'@aggTrade"', 11, 64) > 0:
-            try:
-                msg = self._agg_trade_frame.decode(frame)
-            except msgspec.DecodeError:
-                pass
-            else:
-                if msg.stream is not None and msg.stream.endswith("@aggTrade"):
-                    return self._agg_trade_of(msg.data, ts_recv)
+        if isinstance(frame, bytes) and frame[:11] == b'{"stream":"' and frame.find(b'@aggTrade"', 11, 64) > 0 \
+                and (msg := one_pass(self._agg_trade_frame, frame)) is not None \
+                and msg.stream is not None and msg.stream.endswith("@aggTrade"):
+            return self._agg_trade_of(msg.data, ts_recv)
         envelope = self._envelope.decode(frame)
         stream = envelope.stream
         if stream is not None:

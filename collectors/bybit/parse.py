@@ -39,6 +39,7 @@ from collectors.parsing import (
     latest_ns,
     ms_to_ns,
     num,
+    one_pass,
     positive,
     reject,
     tradable,
@@ -147,20 +148,15 @@ class BybitParser:
     def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
         # The frequent small pushes in one pass when the frame starts as Bybit writes them; anything else, or
         # what that decoder refuses, goes the general way, which says what is wrong.
-        one_pass = self._one_pass.get(frame[:12]) if isinstance(frame, bytes) else None
-        if one_pass is not None:
-            decoder, kind, push = one_pass
-            try:
-                msg = decoder.decode(frame)
-            except msgspec.DecodeError:
-                pass
-            else:
-                head, _, symbol = (msg.topic or "").partition(".")
-                if head == kind:
-                    asset = self._assets.get(symbol)
-                    if asset is None:
-                        return reject("unknown_symbol", symbol)
-                    return push(symbol, asset, msg, msg.data, ts_recv)
+        fast = self._one_pass.get(frame[:12]) if isinstance(frame, bytes) else None
+        if fast is not None and (msg := one_pass(fast[0], frame)) is not None:
+            _, kind, push = fast
+            head, _, symbol = (msg.topic or "").partition(".")
+            if head == kind:
+                asset = self._assets.get(symbol)
+                if asset is None:
+                    return reject("unknown_symbol", symbol)
+                return push(symbol, asset, msg, msg.data, ts_recv)
         env = self._envelope.decode(frame)
         topic = env.topic
         if topic is None:

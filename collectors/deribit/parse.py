@@ -33,6 +33,7 @@ from collectors.parsing import (
     funding_rate,
     guarded,
     ms_to_ns,
+    one_pass,
     positive,
     reject,
     tradable,
@@ -116,17 +117,12 @@ class DeribitParser:
     def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
         # Notifications in one pass when the frame starts as Deribit writes them; anything else, or what that
         # decoder refuses, goes the general way, which says what is wrong.
-        one_pass = self._one_pass.get(frame[:_ONE_PASS_KEY]) if isinstance(frame, bytes) else None
-        if one_pass is not None:
-            decoder, channel, handler = one_pass
-            try:
-                msg = decoder.decode(frame)
-            except msgspec.DecodeError:
-                pass
-            else:
-                name = msg.params.channel
-                if msg.method == "subscription" and name.startswith(channel):
-                    return handler(name, msg.params.data, ts_recv)
+        fast = self._one_pass.get(frame[:_ONE_PASS_KEY]) if isinstance(frame, bytes) else None
+        if fast is not None and (msg := one_pass(fast[0], frame)) is not None:
+            _, channel, handler = fast
+            name = msg.params.channel
+            if msg.method == "subscription" and name.startswith(channel):
+                return handler(name, msg.params.data, ts_recv)
         envelope = self._envelope.decode(frame)
         method = envelope.method
         params = envelope.params

@@ -34,6 +34,7 @@ from collectors.parsing import (
     latest_ns,
     ms_to_ns,
     num,
+    one_pass,
     positive,
     reject,
     tradable,
@@ -148,14 +149,9 @@ class OkxParser:
             return EMPTY
         # Trades in one pass when the frame starts as OKX writes them; anything else, or what that decoder
         # refuses, goes the general way, which says what is wrong.
-        if frame[:26] == b'{"arg":{"channel":"trades"':
-            try:
-                push = self._trades_frame.decode(frame)
-            except msgspec.DecodeError:
-                pass
-            else:
-                if push.event is None and push.arg is not None and push.arg.channel == "trades":
-                    return self._trades_of(push.arg, push.data, ts_recv)
+        if frame[:26] == b'{"arg":{"channel":"trades"' and (push := one_pass(self._trades_frame, frame)) is not None \
+                and push.event is None and push.arg is not None and push.arg.channel == "trades":
+            return self._trades_of(push.arg, push.data, ts_recv)
         envelope = self._envelope.decode(frame)
         arg = envelope.arg
         if envelope.event is not None:
