@@ -77,6 +77,10 @@ def known_coverage(venue: str) -> str:
         return "unknown"
 
 
+_OVERHEAT: Final = (F_OVERHEAT_LONG, F_OVERHEAT_SHORT)
+"""The overheat score's feature column, by side."""
+
+
 def _episode(asset: str, s: int, start: float, peak_stage: int) -> str:
     """The id of the episode of ``asset``'s side ``s`` (one that started and reached a stage), or ''."""
     return f"{asset}-{SIDE_NAMES[s]}-{int(start)}" if math.isfinite(start) and peak_stage else ""
@@ -309,7 +313,6 @@ class Detector:
         # Each array's due rows as Python values in one call: indexing NumPy per field and slot costs more than
         # the snapshot it fills.
         features = state.features[due].tolist()
-        scores = state.features[due][:, [F_OVERHEAT_LONG, F_OVERHEAT_SHORT]].tolist()
         stages, hot, paused = state.stage[due].tolist(), state.overheated[due].tolist(), state.paused[due].tolist()
         starts, peaks = state.episode_start[due].tolist(), state.peak_stage[due].tolist()
         changed, stage_from, cond_bits = state.changed[due].tolist(), state.stage_from[due].tolist(), \
@@ -319,7 +322,8 @@ class Detector:
         for k, slot in enumerate(due.tolist()):
             asset = self.assets[slot]
             evidence = dict(zip(FEATURE_NAMES, features[k], strict=True))
-            sides = [SideState(SIDE_NAMES[s], stages[k][s], stage_name(stages[k][s], bool(hot[k][s])), scores[k][s],
+            sides = [SideState(SIDE_NAMES[s], stages[k][s], stage_name(stages[k][s], bool(hot[k][s])),
+                               features[k][_OVERHEAT[s]],
                                _episode(asset, s, starts[k][s], peaks[k][s]), bool(paused[k][s])) for s in (0, 1)]
             for s, side in enumerate(sides):
                 bits = changed[k][s]

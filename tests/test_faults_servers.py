@@ -19,11 +19,9 @@ import yaml
 from faults import writing
 from harness import daemon_settings
 from prometheus_client.parser import text_string_to_metric_families
-from test_collector import settings_for
+from test_collector import Running, settings_for
 from test_end_to_end import agg_trade, stored_trade_ids
 
-from collectors.binance.collector import BinanceCollector
-from collectors.queue import EventQueue
 from flushwatch.daemon import Daemon
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, start_redis
@@ -47,23 +45,6 @@ def value(metric: Any) -> float:
     return float(metric._value.get())
 
 
-class Collecting:
-    """The Binance collector against ``fake`` until the block ends."""
-
-    def __init__(self, fake: FakeBinance) -> None:
-        self.queue = EventQueue(100_000)
-        self.collector = BinanceCollector(settings_for(fake), self.queue)
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self) -> Collecting:
-        self.task = asyncio.create_task(self.collector.run(self.stop))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-
-
 def subscribed(fake: FakeBinance) -> bool:
     return any("btcusdt@aggTrade" in c.streams for c in fake.open_connections)
 
@@ -73,7 +54,7 @@ async def test_redis_restarted_mid_stream_loses_nothing(fake: FakeBinance) -> No
     wait in the writer's buffer and are written in order once it is back."""
     server = start_redis()
     try:
-        async with Collecting(fake) as run, writing(run.queue, server.url) as writer:
+        async with Running(settings_for(fake)) as run, writing(run.queue, server.url) as writer:
             await until(lambda: subscribed(fake), within=10)
             await fake.publish(trades(1, 200))
             await until(lambda: writer.written == 200)
@@ -97,7 +78,7 @@ async def test_beyond_the_buffer_bound_the_oldest_are_dropped_counted_and_alerte
     server = start_redis()
     dropped = value(WRITER_DROPPED.labels("redis_unavailable"))
     try:
-        async with Collecting(fake) as run, writing(run.queue, server.url, buffer_max_events=100,
+        async with Running(settings_for(fake)) as run, writing(run.queue, server.url, buffer_max_events=100,
                                                      batch_max_events=50) as writer:
             await until(lambda: subscribed(fake), within=10)
             await fake.publish(trades(1, 100))
@@ -131,7 +112,7 @@ async def test_redis_out_of_memory_is_buffered_and_delivered_once_memory_is_rais
     try:
         admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 150_000)
         errors = value(WRITER_ERRORS.labels("writer"))
-        async with Collecting(fake) as run, writing(run.queue, server.url, batch_max_events=100) as writer:
+        async with Running(settings_for(fake)) as run, writing(run.queue, server.url, batch_max_events=100) as writer:
             await until(lambda: subscribed(fake), within=10)
             for first in range(1, 6001, 500):
                 await fake.publish(trades(first, first + 499))
