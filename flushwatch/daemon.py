@@ -31,6 +31,7 @@ from collectors.writer import StreamWriter
 from detector.engine import Detector
 from detector.shard import DetectorEngine
 from flushwatch.events import Trade, funding_mark
+from flushwatch.heap import freeze_startup_objects
 from flushwatch.redis_client import REDIS_ERRORS, connect_redis
 from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
 from flushwatch.settings import MqttTarget, Settings, SettingsError
@@ -154,6 +155,7 @@ class Daemon:
             seconds = await asyncio.to_thread(warm_up_kernels, settings)
             self._kernels_ready = True
             log.info("detector kernels ready in %.2f s", seconds)
+        freeze_startup_objects()
 
         exporter = AssetStateCollector() if roles.alert else None
         if exporter is not None:
