@@ -163,6 +163,7 @@ def fill_external(state, season, hawkes, fuel, swept_seen, swept_ring, swept_las
     ``sweep_share`` of open interest (a tick-by-tick sweep of one cluster is one cluster, not many)."""
     below = np.empty(len(BANDS))
     above = np.empty(len(BANDS))
+    median, count = season.median, season.count  # out of the tuple once (see ``detector.kernels.apply_batch``)
     minute = math.floor(now / 60.0)
     window = int(SWEEP_WINDOW_S // 60)
     for i in range(mask.shape[0]):
@@ -180,11 +181,11 @@ def fill_external(state, season, hawkes, fuel, swept_seen, swept_ring, swept_las
             f[F_BRANCHING_PREV_LONG + s] = hawkes.n_prev[i, s]
             f[F_BRANCHING_MOMENT_LONG + s] = hawkes.n_moment[i, s]
             f[F_FUEL_CALIB_LONG + s] = fuel.calib_ratio[i, s]
-            f[F_LIQ_SEASON_LONG + s] = season_value(season, i, now, S_LIQ_LONG + s, SEASON_MIN_WEEKS)
+            f[F_LIQ_SEASON_LONG + s] = season_value(median, count, i, now, S_LIQ_LONG + s, SEASON_MIN_WEEKS)
             swept = fuel.ledger[i, s, SWEPT]
             sum_ring_add(swept_ring, swept_last, i, s, minute, swept - swept_seen[i, s])
             swept_seen[i, s] = swept
             recent = lagged_mean(swept_ring, swept_last, i, s, minute - window + 1, minute) * window
             f[F_SWEEPS_LONG + s] = recent / (sweep_share * oi) if oi > 0.0 else np.nan
-        f[F_DEPTH_SEASON] = season_value(season, i, now, S_DEPTH, SEASON_MIN_WEEKS)
-        f[F_SPREAD_SEASON] = season_value(season, i, now, S_SPREAD, SEASON_MIN_WEEKS)
+        f[F_DEPTH_SEASON] = season_value(median, count, i, now, S_DEPTH, SEASON_MIN_WEEKS)
+        f[F_SPREAD_SEASON] = season_value(median, count, i, now, S_SPREAD, SEASON_MIN_WEEKS)

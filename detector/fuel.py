@@ -371,11 +371,15 @@ def fuel_decay(state, i, t, half_life_s):
     if not 0.0 < half_life_s < _INF:
         return REJ_PARAM
     last = state.t_decay[i]
+    # This runs for every slot at every evaluation: the helpers that take the state tuple are called only when
+    # there is something to do, since passing the tuple costs a reference-count round trip per array.
     for side in range(2):
-        _expire(state, i, side, t)
+        if state.calib_est[i, side] > 0.0 and t >= state.calib_until[i, side]:
+            _expire(state, i, side, t)
         if last < t and last > -_INF:
             keep = 0.5 ** ((t - last) / half_life_s)
-            state.ledger[i, side, L_DECAYED] += _scale(_map(state, side)[i], keep)
+            row = state.long_fuel[i] if side == LONG else state.short_fuel[i]
+            state.ledger[i, side, L_DECAYED] += _scale(row, keep)
             state.calib_est_total[i, side] *= keep
             state.calib_real_total[i, side] *= keep
     state.t_decay[i] = max(last, t)

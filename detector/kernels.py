@@ -518,96 +518,104 @@ def _ratio(x, y):
     return x / y if y > 0.0 else _NAN
 
 
-@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
-def compute_features(state, i, now, p, tradfi_closed, assets_active):
-    """Fill ``state.features[i]`` as of ``now``, except the episode columns (set by the stage step) and the
-    ``EXTERNAL_FEATURES`` (filled by the engine from the Hawkes and fuel states)."""
-    f = state.features[i]
-    f[F_PRICE] = state.price[i]
-    sec = math.floor(now)
-    r1 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 60, False)
-    r5 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 300, False)
-    var = sigma_1s2(state.vol_var, state.vol_w, i)
-    floor_1m = p[VOL_FLOOR_1M]
-    sigma1 = max(math.sqrt(60.0 * var), floor_1m)
-    sigma5 = max(math.sqrt(300.0 * var), floor_1m * math.sqrt(5.0))
-    f[F_R1M] = r1
-    f[F_R5M] = r5
-    f[F_SIGMA1M] = sigma1
-    f[F_SIGMA5M] = sigma5
-    f[F_Z1] = r1 / sigma1
-    f[F_Z5] = r5 / sigma5
+@njit(cache=True, nogil=True)
+def compute_features(state, mask, now, p, tradfi_closed, assets_active):
+    """Fill ``state.features`` of every slot where ``mask`` is true as of ``now``, except the episode columns
+    (set by the stage step) and the ``EXTERNAL_FEATURES`` (filled by the engine from the Hawkes and fuel
+    states). The loop over slots is in here, not in the caller: the state tuple passed per slot would cost a
+    reference-count round trip per array (see ``detector.stages.evaluate``)."""
+    for i in range(mask.shape[0]):
+        if not mask[i]:
+            continue
+        f = state.features[i]
+        f[F_PRICE] = state.price[i]
+        sec = math.floor(now)
+        r1 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 60, False)
+        r5 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 300, False)
+        var = sigma_1s2(state.vol_var, state.vol_w, i)
+        floor_1m = p[VOL_FLOOR_1M]
+        sigma1 = max(math.sqrt(60.0 * var), floor_1m)
+        sigma5 = max(math.sqrt(300.0 * var), floor_1m * math.sqrt(5.0))
+        f[F_R1M] = r1
+        f[F_R5M] = r5
+        f[F_SIGMA1M] = sigma1
+        f[F_SIGMA5M] = sigma5
+        f[F_Z1] = r1 / sigma1
+        f[F_Z5] = r5 / sigma5
 
-    tau_fast = p[LIQ_FAST_TAU_S]
-    tau_flow = p[FLOW_TAU_S]
-    minute = math.floor(now / 60.0)
-    # The baseline ends liq_baseline_lag_min minutes before now, so the minutes a burst is measured in are
-    # never part of what it is measured against, and starts no earlier than the slot's history.
-    m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
-    m_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
-    if state.t_first[i] < _INF:  # the first minute is partial: it would understate the mean
-        m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0) + 1)
-    buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
-    sell = decay_value(state.acc, state.acc_t, i, CH_SELL, now, tau_flow)
-    # what counts as a burst scales with the market: a share of open interest per minute, when known
-    floor = p[LIQ_FLOOR_USD_MIN]
-    oi_floor = p[LIQ_FLOOR_OI_FRAC_MIN] * state.oi_usd[i]
-    if oi_floor > floor:
-        floor = oi_floor
-    for side in range(2):
-        liq_fast = decay_value(state.acc, state.acc_t, i, CH_LIQ_FAST + side, now, tau_fast)
-        rate = liq_fast / tau_fast * 60.0
-        held = state.liq_base_held[i, side]
-        if state.stage[i, side] >= TRIGGERED and held == held:
-            base = held  # an episode is measured against the baseline it started from, to its end
-        elif m_hi - m_lo + 1 >= p[LIQ_BASELINE_MIN_MINUTES]:
-            base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), floor)
-            # the usual level of this hour of the week, once known, is a floor: a quiet spell before a busy
-            # hour must not make the busy hour's ordinary liquidations look like a burst
-            season = f[F_LIQ_SEASON_LONG + side]
-            if season > base:
-                base = season
-        else:
-            base = math.nan  # too little history to judge intensity: the ratio stays unknown
-        state.liq_base_held[i, side] = base
-        f[F_LIQ_RATE_LONG + side] = rate
-        f[F_LIQ_BASE_LONG + side] = base
-        f[F_LIQ_RATIO_LONG + side] = rate / base
-        # longs are liquidated by sell orders, shorts by buys
-        f[F_LIQ_SHARE_LONG + side] = _ratio(liq_fast, sell if side == LONG else buy)
-    f[F_IMBALANCE] = (buy - sell) / (buy + sell) if buy + sell > 0.0 else 0.0
+        tau_fast = p[LIQ_FAST_TAU_S]
+        tau_flow = p[FLOW_TAU_S]
+        minute = math.floor(now / 60.0)
+        # The baseline ends liq_baseline_lag_min minutes before now, so the minutes a burst is measured in are
+        # never part of what it is measured against, and starts no earlier than the slot's history.
+        m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
+        m_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
+        if state.t_first[i] < _INF:  # the first minute is partial: it would understate the mean
+            m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0) + 1)
+        buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
+        sell = decay_value(state.acc, state.acc_t, i, CH_SELL, now, tau_flow)
+        # what counts as a burst scales with the market: a share of open interest per minute, when known
+        floor = p[LIQ_FLOOR_USD_MIN]
+        oi_floor = p[LIQ_FLOOR_OI_FRAC_MIN] * state.oi_usd[i]
+        if oi_floor > floor:
+            floor = oi_floor
+        for side in range(2):
+            liq_fast = decay_value(state.acc, state.acc_t, i, CH_LIQ_FAST + side, now, tau_fast)
+            rate = liq_fast / tau_fast * 60.0
+            held = state.liq_base_held[i, side]
+            if state.stage[i, side] >= TRIGGERED and held == held:
+                base = held  # an episode is measured against the baseline it started from, to its end
+            elif m_hi - m_lo + 1 >= p[LIQ_BASELINE_MIN_MINUTES]:
+                base = max(lagged_mean(state.liq_min, state.liq_min_last, i, side, m_lo, m_hi), floor)
+                # the usual level of this hour of the week, once known, is a floor: a quiet spell before a busy
+                # hour must not make the busy hour's ordinary liquidations look like a burst
+                season = f[F_LIQ_SEASON_LONG + side]
+                if season > base:
+                    base = season
+            else:
+                base = math.nan  # too little history to judge intensity: the ratio stays unknown
+            state.liq_base_held[i, side] = base
+            f[F_LIQ_RATE_LONG + side] = rate
+            f[F_LIQ_BASE_LONG + side] = base
+            f[F_LIQ_RATIO_LONG + side] = rate / base
+            # longs are liquidated by sell orders, shorts by buys
+            f[F_LIQ_SHARE_LONG + side] = _ratio(liq_fast, sell if side == LONG else buy)
+        f[F_IMBALANCE] = (buy - sell) / (buy + sell) if buy + sell > 0.0 else 0.0
 
-    f[F_OI_USD] = state.oi_usd[i]
-    f[F_OI_CHG_5M] = ring_log_change(state.oi_min, state.oi_min_last, state.oi_min_first, i, minute, 5, True)
-    f[F_OI_CHG_1H] = ring_log_change(state.oi_min, state.oi_min_last, state.oi_min_first, i, minute, 60, True)
-    f[F_OI_CHG_24H] = ring_log_change(state.oi_min, state.oi_min_last, state.oi_min_first, i, minute, 1440, True)
-    f[F_PRICE_CHG_1H] = ring_log_change(state.px_min, state.px_min_last, state.px_min_first, i, minute, 60, True)
-    f[F_PRICE_CHG_24H] = ring_log_change(state.px_min, state.px_min_last, state.px_min_first, i, minute, 1440, True)
-    funding = state.funding_8h[i]
-    pct, n_pct = ring_rank(state.fund_min, state.fund_min_last, state.fund_min_first, i, funding)
-    f[F_FUNDING_8H] = funding
-    f[F_FUNDING_PCT] = pct
-    f[F_PREMIUM_BPS] = (state.mark[i] / state.index_px[i] - 1.0) * 1e4
-    f[F_DEPTH1_USD] = state.depth1[i]
-    f[F_DEPTH_RATIO] = _ratio(state.depth1[i], state.depth_med[i])
-    f[F_SPREAD_BPS] = state.spread[i]
-    f[F_SPREAD_RATIO] = _ratio(state.spread[i], state.spread_med[i])
-    f[F_DEPTH_RATIO_SEASON] = _ratio(state.depth1[i], f[F_DEPTH_SEASON])
-    depth = state.depth1[i]
-    for side in range(2):
-        f[F_LIQ_TO_DEPTH_LONG + side] = _ratio(f[F_LIQ_RATE_LONG + side], depth)
-        f[F_LIQ_ACCEL_LONG + side] = rising_minutes(state.liq_recent, state.liq_recent_last, i, side, minute)
-        f[F_FUEL_TO_DEPTH_LONG + side] = _ratio(f[F_FUEL_BELOW_2 if side == LONG else F_FUEL_ABOVE_2], depth)
-    _impact(state, i, now, f, buy - sell, p)
-    _flow_proxy(state, i, now, f, buy / tau_flow * 60.0, sell / tau_flow * 60.0, p)
-    f[F_TRADFI_CLOSED] = tradfi_closed
-    f[F_ASSETS_ACTIVE] = assets_active
-    for side in range(2):
-        crowd = 1.0 if side == LONG else -1.0
-        f[F_OVERHEAT_LONG + side] = overheat_score(
-            crowd, funding, pct, n_pct, f[F_PREMIUM_BPS], f[F_OI_CHG_24H], f[F_PRICE_CHG_24H],
-            f[F_FUEL_TO_DEPTH_LONG + side], f[F_DEPTH_RATIO], p,
-        )
+        f[F_OI_USD] = state.oi_usd[i]
+        oi_ring = (state.oi_min, state.oi_min_last, state.oi_min_first)
+        px_ring = (state.px_min, state.px_min_last, state.px_min_first)
+        f[F_OI_CHG_5M] = ring_log_change(*oi_ring, i, minute, 5, True)
+        f[F_OI_CHG_1H] = ring_log_change(*oi_ring, i, minute, 60, True)
+        f[F_OI_CHG_24H] = ring_log_change(*oi_ring, i, minute, 1440, True)
+        f[F_PRICE_CHG_1H] = ring_log_change(*px_ring, i, minute, 60, True)
+        f[F_PRICE_CHG_24H] = ring_log_change(*px_ring, i, minute, 1440, True)
+        funding = state.funding_8h[i]
+        pct, n_pct = ring_rank(state.fund_min, state.fund_min_last, state.fund_min_first, i, funding)
+        f[F_FUNDING_8H] = funding
+        f[F_FUNDING_PCT] = pct
+        f[F_PREMIUM_BPS] = (state.mark[i] / state.index_px[i] - 1.0) * 1e4
+        f[F_DEPTH1_USD] = state.depth1[i]
+        f[F_DEPTH_RATIO] = _ratio(state.depth1[i], state.depth_med[i])
+        f[F_SPREAD_BPS] = state.spread[i]
+        f[F_SPREAD_RATIO] = _ratio(state.spread[i], state.spread_med[i])
+        f[F_DEPTH_RATIO_SEASON] = _ratio(state.depth1[i], f[F_DEPTH_SEASON])
+        depth = state.depth1[i]
+        for side in range(2):
+            f[F_LIQ_TO_DEPTH_LONG + side] = _ratio(f[F_LIQ_RATE_LONG + side], depth)
+            f[F_LIQ_ACCEL_LONG + side] = rising_minutes(state.liq_recent, state.liq_recent_last, i, side, minute)
+            f[F_FUEL_TO_DEPTH_LONG + side] = _ratio(f[F_FUEL_BELOW_2 if side == LONG else F_FUEL_ABOVE_2], depth)
+        _impact(state.impact_base, state.stage, state.t_eval, i, now, f, buy - sell, p)
+        _flow_proxy(state.totals, state.t_first, state.t_eval, state.flow_base, state.stage, i, now, f,
+                    buy / tau_flow * 60.0, sell / tau_flow * 60.0, p)
+        f[F_TRADFI_CLOSED] = tradfi_closed
+        f[F_ASSETS_ACTIVE] = assets_active
+        for side in range(2):
+            crowd = 1.0 if side == LONG else -1.0
+            f[F_OVERHEAT_LONG + side] = overheat_score(
+                crowd, funding, pct, n_pct, f[F_PREMIUM_BPS], f[F_OI_CHG_24H], f[F_PRICE_CHG_24H],
+                f[F_FUEL_TO_DEPTH_LONG + side], f[F_DEPTH_RATIO], p,
+            )
 
 
 @njit(cache=True, nogil=True)
@@ -626,32 +634,32 @@ def rising_minutes(ring, last, i, s, minute):
     return float(rises)
 
 
-@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
-def _flow_proxy(state, i, now, f, buy_min, sell_min, p):
+@njit(cache=True, nogil=True)
+def _flow_proxy(totals, t_first, t_eval, flow_base, stage, i, now, f, buy_min, sell_min, p):
     """Taker flow against each side per minute over its slow time-weighted mean (frozen during the side's
     episodes): where no liquidation was ever seen (no feed, or bar data without liquidations) it stands in for
     the liquidation intensity, since forced orders are market orders."""
-    f[F_LIQ_OBSERVED] = 1.0 if state.totals[i, T_LIQUIDATIONS] > 0 else 0.0
-    if now - state.t_first[i] < 3.0 * p[FLOW_TAU_S]:  # the decayed flow is still filling up: not a rate yet
+    f[F_LIQ_OBSERVED] = 1.0 if totals[i, T_LIQUIDATIONS] > 0 else 0.0
+    if now - t_first[i] < 3.0 * p[FLOW_TAU_S]:  # the decayed flow is still filling up: not a rate yet
         f[F_FLOW_RATIO_LONG] = _NAN
         f[F_FLOW_RATIO_SHORT] = _NAN
         return
-    t_prev = state.t_eval[i]
+    t_prev = t_eval[i]
     w = 1.0 - math.exp(-(now - t_prev) / p[FLOW_BASE_TAU_S]) if now > t_prev else 0.0
     for side in range(2):
         rate = sell_min if side == LONG else buy_min
-        base = state.flow_base[i, side]
+        base = flow_base[i, side]
         f[F_FLOW_RATIO_LONG + side] = rate / base if base > 0.0 else _NAN
-        if state.stage[i, side] >= TRIGGERED:
+        if stage[i, side] >= TRIGGERED:
             continue
         if math.isnan(base):
-            state.flow_base[i, side] = rate
+            flow_base[i, side] = rate
         else:
-            state.flow_base[i, side] = base + w * (rate - base)
+            flow_base[i, side] = base + w * (rate - base)
 
 
-@njit(cache=True, nogil=True, inline="always")  # the state tuple is not copied per call
-def _impact(state, i, now, f, net_flow, p):
+@njit(cache=True, nogil=True)
+def _impact(impact_base, stage, t_eval, i, now, f, net_flow, p):
     """Price impact per net taker dollar (bps per $1M over the flow window) and its ratio to the slot's slow
     time-weighted mean, which an episode does not feed (a cascade must not become its own baseline)."""
     impact = _NAN
@@ -659,12 +667,12 @@ def _impact(state, i, now, f, net_flow, p):
     if net_musd > 0.0 and f[F_R1M] == f[F_R1M]:
         impact = abs(f[F_R1M]) * 1e4 / net_musd
     f[F_IMPACT] = impact
-    base = state.impact_base[i]
+    base = impact_base[i]
     f[F_IMPACT_RATIO] = impact / base if base > 0.0 else _NAN
-    if impact == impact and max(state.stage[i, LONG], state.stage[i, SHORT]) < TRIGGERED:
-        t_prev = state.t_eval[i]
+    if impact == impact and max(stage[i, LONG], stage[i, SHORT]) < TRIGGERED:
+        t_prev = t_eval[i]
         if math.isnan(base):
-            state.impact_base[i] = impact
+            impact_base[i] = impact
         elif now > t_prev:
             w = 1.0 - math.exp(-(now - t_prev) / p[IMPACT_TAU_S])
-            state.impact_base[i] = base + w * (impact - base)
+            impact_base[i] = base + w * (impact - base)

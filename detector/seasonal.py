@@ -117,12 +117,13 @@ def season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, t, k, value
 
 
 @njit(cache=True, nogil=True)
-def season_value(st, i, t, k, min_weeks):
-    """The usual level of series ``k`` at the hour of week of ``t`` (NaN until ``min_weeks`` samples)."""
+def season_value(median, count, i, t, k, min_weeks):
+    """The usual level of series ``k`` at the hour of week of ``t`` (NaN until ``min_weeks`` samples), from a
+    ``SeasonState``'s ``median`` and ``count``."""
     b = hour_of_week(math.floor(t / 3600.0))
-    if st.count[i, k, b] < min_weeks:
+    if count[i, k, b] < min_weeks:
         return math.nan
-    return math.expm1(st.median[i, k, b]) * LOG_FLOOR
+    return math.expm1(median[i, k, b]) * LOG_FLOOR
 
 
 def grow_season(st: SeasonState, n_slots: int) -> SeasonState:

@@ -319,7 +319,7 @@ def test_apply_batch_and_features_match_reference(batch, stages, cuts, lag, base
     now = max((r[2] for r in batch if math.isfinite(r[2]) and r[2] > 0), default=1_700_000_000.0) + lag
     for i, ref in enumerate(ref_slots):
         np.testing.assert_allclose(state.totals[i], R.reference_totals(ref), rtol=RTOL)
-        K.compute_features(state, i, now, p, 0.0, 0.0)
+        K.compute_features(state, np.arange(3) == i, now, p, 0.0, 0.0)
         expected = R.reference_features(ref, now, s, state.stage[i])
         for k, name in enumerate(FEATURE_NAMES):
             if FEATURE_NAMES[k] not in R.EPISODE_FEATURES:
@@ -337,7 +337,7 @@ def _liquidations(state, p, times, usd, sides) -> None:
 
 
 def _base(state, p, now: float) -> tuple[float, float]:
-    K.compute_features(state, 0, now, p, 0.0, 0.0)
+    K.compute_features(state, np.ones(1, np.bool_), now, p, 0.0, 0.0)
     return state.features[0, F_LIQ_BASE_LONG], state.features[0, F_LIQ_BASE_SHORT]
 
 

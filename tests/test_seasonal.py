@@ -59,8 +59,9 @@ def test_estimate_converges_to_each_hours_median_and_weekends_stay_apart() -> No
                 season_add(*st_, 0, t + 60 * minute, S_LIQ_LONG, 1e4 * rng.lognormal(0, 1.0) if not weekend else 0.0)
     monday, sunday = T0 + 10 * 3600 + 12 * 7 * 86400, T0 + 150 * 3600 + 12 * 7 * 86400
     # an hourly mean of lognormal(0, 0.3) samples sits near exp(0.045) times the usual level
-    assert 0.9 < season_value(st_, 0, monday, S_DEPTH, 2) / 2e7 < 1.2
-    assert 0.9 < season_value(st_, 0, sunday, S_DEPTH, 2) / 5e6 < 1.2
-    assert season_value(st_, 0, sunday, S_LIQ_LONG, 2) == 0.0  # weekends had no liquidations here
-    assert season_value(st_, 0, monday, S_LIQ_LONG, 2) > 1e4
-    assert math.isnan(season_value(allocate_season(1), 0, monday, S_DEPTH, 2))  # nothing known yet
+    assert 0.9 < season_value(st_.median, st_.count, 0, monday, S_DEPTH, 2) / 2e7 < 1.2
+    assert 0.9 < season_value(st_.median, st_.count, 0, sunday, S_DEPTH, 2) / 5e6 < 1.2
+    assert season_value(st_.median, st_.count, 0, sunday, S_LIQ_LONG, 2) == 0.0  # weekends had no liquidations here
+    assert season_value(st_.median, st_.count, 0, monday, S_LIQ_LONG, 2) > 1e4
+    empty = allocate_season(1)
+    assert math.isnan(season_value(empty.median, empty.count, 0, monday, S_DEPTH, 2))  # nothing known yet
