@@ -95,14 +95,21 @@ def _map_changed(tape, i):
 
 
 @njit(cache=True, nogil=True)
-def _trade(fuel, liq_pending, tape, i, t, price, usd, buy, calib_window_s):
-    """One trade, in event order: it may sweep fuel, unless it trades inside the range already swept since the
-    map last changed and no realised liquidation waits for a range (then the call would change nothing)."""
+def _trade(liq_pending, tape, i, price, usd, buy):
+    """Book one trade, in event order, on the tape; True when it may sweep fuel (``_sweep``): it trades outside
+    the range already swept since the map last changed, or a realised liquidation waits for a range. The fuel
+    tuple is not passed here: this runs for every trade, and passing a tuple costs a reference-count round
+    trip per array."""
     tape[i, TP_PRICE] = price
     tape[i, TP_BUY if buy else TP_SELL] += usd
     lo, hi = tape[i, TP_DONE_LO], tape[i, TP_DONE_HI]
-    if lo <= price <= hi and liq_pending[i, 0] == 0.0 and liq_pending[i, 1] == 0.0:
-        return
+    return not (lo <= price <= hi and liq_pending[i, 0] == 0.0 and liq_pending[i, 1] == 0.0)
+
+
+@njit(cache=True, nogil=True)
+def _sweep(fuel, tape, i, t, price, calib_window_s):
+    """A trade at ``price`` outside the swept range: sweep the fuel it reaches and widen the range."""
+    lo, hi = tape[i, TP_DONE_LO], tape[i, TP_DONE_HI]
     fuel_trade_range(fuel, i, t, price, price, calib_window_s)
     tape[i, TP_DONE_LO] = price if not lo <= price else lo
     tape[i, TP_DONE_HI] = price if not hi >= price else hi
@@ -141,7 +148,8 @@ def apply_extras(season, hawkes, fuel, tape, kind, slot, t, v0, v1, v2, lev, wei
             continue
         if k == TRADE:
             season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_VOLUME, b)
-            _trade(fuel, liq_pending, tape, i, te, a, b, c > 0, calib_window_s)
+            if _trade(liq_pending, tape, i, a, b, c > 0):
+                _sweep(fuel, tape, i, te, a, calib_window_s)
         elif k == LIQ:
             side = 0 if c > 0 else 1
             season_add(median, spread, count, hour, acc_sum, acc_n, seen, i, te, S_LIQ_LONG + side, b)
