@@ -239,15 +239,15 @@ def venue_views(market: Market, slots: np.ndarray, names: Sequence[str], coverag
                                              market.depth_usd, market.liq_long_usd, market.liq_short_usd)]
     stamps, orders = market.ts_event[slots].tolist(), market.order[slots].tolist()
     counts = market.joined[slots].tolist()
+    covers = [coverage(name) for name in names]
     out = []
-    for k, count in enumerate(counts):
-        oi, funding, premium, depth, liq_long, liq_short = (c[k] for c in columns)
-        views = {}
-        for v in orders[k][:count]:
-            name = names[v]
-            views[name] = VenueView(coverage(name), _known(oi[v]), _known(funding[v]), _known(premium[v]),
-                                    _known(depth[v]), liq_long[v], liq_short[v], stamps[k][v])
-        out.append(dict(sorted(views.items())))
+    for count, order, stamp, oi, funding, premium, depth, liq_long, liq_short in zip(
+            counts, orders, stamps, *columns, strict=True):
+        joined = order[:count]
+        if count > 1:
+            joined.sort(key=names.__getitem__)  # by venue name
+        out.append({names[v]: VenueView(covers[v], _known(oi[v]), _known(funding[v]), _known(premium[v]),
+                                        _known(depth[v]), liq_long[v], liq_short[v], stamp[v]) for v in joined})
     return out
 
 
