@@ -7,7 +7,20 @@ import logging
 import platform
 import time
 
-from bench import backtest, collector, detector, evaluation, fuel, hawkes, latency, memory, replay, simulator, venues
+from bench import (
+    backtest,
+    collector,
+    detector,
+    evaluation,
+    fuel,
+    hawkes,
+    latency,
+    memory,
+    replay,
+    simulator,
+    venues,
+    wire,
+)
 from bench.common import emit, note
 from bench.peers import SUITES as PEERS
 from bench.startup import run as run_startup
@@ -15,7 +28,7 @@ from bench.startup import run as run_startup
 SUITES = {"collector": collector.run, "detector": detector.run, "latency": latency.run, "memory": memory.run,
           "venues": venues.run, "replay": replay.run, "hawkes": hawkes.run,
           "simulator": simulator.run, "backtest": backtest.run, "fuel": fuel.run,
-          "evaluation": evaluation.run, "startup": run_startup}
+          "evaluation": evaluation.run, "wire": wire.run, "startup": run_startup}
 
 
 def main() -> None:

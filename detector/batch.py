@@ -74,10 +74,10 @@ def stream_columns(events: Sequence[Event], slots: Sequence[int], venues: Sequen
 
     Each kind's rows are filled in place, one comprehension per column (several times cheaper than a branch
     per event)."""
-    codes = [_KINDS.get(type(e), -1) for e in events]
+    codes = list(map(_KINDS.get, map(type, events)))
+    if None in codes:
+        raise TypeError(f"not an event: {type(events[codes.index(None)]).__name__}")
     kind = np.array(codes, np.int8)
-    if -1 in codes:
-        raise TypeError(f"not an event: {type(events[codes.index(-1)]).__name__}")
     n = len(events)
     ts, recv = np.empty(n, np.int64), np.empty(n, np.int64)
     v0, v1, v2 = np.empty(n), np.empty(n), np.empty(n)
@@ -85,11 +85,18 @@ def stream_columns(events: Sequence[Event], slots: Sequence[int], venues: Sequen
         rows = np.flatnonzero(kind == code)
         if not len(rows):
             continue
-        group = [events[i] for i in rows.tolist()] if len(rows) < n else list(events)
+        group = list(map(events.__getitem__, rows.tolist())) if len(rows) < n else list(events)
         ts[rows] = [e.ts_event for e in group]
         recv[rows] = [e.ts_recv for e in group]
         v0[rows], v1[rows], v2[rows] = _values(cls, group)
     return (kind, np.array(slots, np.int32), np.array(venues, np.int32), ts, v0, v1, v2, np.zeros(n), recv)
+
+
+def joined(parts: list[StreamColumns]) -> StreamColumns:
+    """Consecutive chunks of stream columns as one."""
+    if len(parts) == 1:
+        return parts[0]
+    return cast(StreamColumns, tuple(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
 def by_time(columns: StreamColumns) -> Columns:

@@ -1,7 +1,7 @@
 """A detector's whole state as bytes, so a restarted shard resumes exactly where it stopped.
 
 What a checkpoint holds: every array of the kernel state and of its companions (baselines, Hawkes arrivals,
-fuel maps), the asset slots, the evaluation clock, the events of the evaluation segment in progress (read
+fuel maps), the asset slots, the evaluation clock, the columns of the evaluation segment in progress (read
 and acknowledged with the checkpoint, not yet applied), and the market view's per-venue sums. Restoring it
 and feeding the entries that followed gives the same signals as a run that never stopped (tested).
 
@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import zstandard
 
-FORMAT: Final = 1
+FORMAT: Final = 2  # 2: the segment in progress is kept as columns, not events
 _LEVEL: Final = 3  # zstd: the state is mostly NaN-filled rings; level 3 shrinks it ~20x at hundreds of MB/s
 
 T = TypeVar("T", bound=tuple[Any, ...])

@@ -14,11 +14,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, cast
 
-import msgspec
 import numpy as np
 
 from collectors.venues import coverage_of
-from detector.batch import by_time, stream_columns
+from detector.batch import StreamColumns, by_time, joined, stream_columns
 from detector.calendar import TradFiCalendar
 from detector.checkpoint import CheckpointError, decode, encode, flatten, unflatten
 from detector.extras import Extras, allocate_extras, apply_extras, fill_external, grow_extras
@@ -52,9 +51,11 @@ from detector.state import (
     thresholds,
     with_rows_of,
 )
+from detector.wire import wire_columns
 from flushwatch.events import Event
 from flushwatch.settings import Settings
 from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
+from flushwatch.streams import decode_event_batch
 from flushwatch.telemetry import (
     DETECTOR_REJECTED,
 )
@@ -62,6 +63,7 @@ from flushwatch.telemetry import (
 log = logging.getLogger(__name__)
 
 _NEVER = -(1 << 62)
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 FUEL_CALIB_WINDOW_S: Final = 180.0  # realised liquidations this long after a sweep are compared with it
@@ -86,15 +88,16 @@ def _episode(asset: str, s: int, start: float, peak_stage: int) -> str:
     return f"{asset}-{SIDE_NAMES[s]}-{int(start)}" if math.isfinite(start) and peak_stage else ""
 
 
-def _numbered(names: list[str], known: Callable[[str], int | None], add: Callable[[str], int]) -> list[int]:
-    """The number of each name; names not ``known`` yet are first ``add``-ed in order of first appearance (so
-    numbering depends on the stream only), once each however often they occur."""
-    found = [known(name) for name in names]
-    if None not in found:
-        return cast(list[int], found)
-    for name in dict.fromkeys(name for name, number in zip(names, found, strict=True) if number is None):
-        add(name)
-    return cast(list[int], [known(name) for name in names])
+def _numbered(names: list[str], numbers: dict[str, int], add: Callable[[str], int]) -> list[int]:
+    """The number of each name in ``numbers``; names not in it yet are first ``add``-ed in order of first
+    appearance (so numbering depends on the stream only), once each however often they occur."""
+    try:
+        return list(map(numbers.__getitem__, names))  # a C loop: this runs for every event read
+    except KeyError:
+        for name in dict.fromkeys(names):
+            if name not in numbers:
+                add(name)
+        return list(map(numbers.__getitem__, names))
 
 
 class _Rows(NamedTuple):
@@ -112,8 +115,29 @@ class _Whole(NamedTuple):
     rows: _Rows
 
 
-_segment_encoder = msgspec.msgpack.Encoder()
-_segment_decoder = msgspec.msgpack.Decoder(list[Event])
+_SEGMENT_DTYPES: Final = (np.int8, np.int32, np.int32, np.int64, np.float64, np.float64, np.float64, np.float64,
+                           np.int64)
+"""The dtypes of ``StreamColumns``, in order: what a checkpoint's segment is read back as."""
+
+
+def _segment_blobs(segment: list[StreamColumns]) -> list[bytes]:
+    """The segment in progress as one buffer per column, for a checkpoint."""
+    if not segment:
+        return []
+    return [column.astype(dtype, copy=False).tobytes()
+            for column, dtype in zip(joined(segment), _SEGMENT_DTYPES, strict=True)]
+
+
+def _segment_of(blobs: list[bytes]) -> list[StreamColumns]:
+    """What ``_segment_blobs`` wrote; raises ``ValueError`` for buffers that are not the columns of one segment."""
+    if not blobs:
+        return []
+    if len(blobs) != len(_SEGMENT_DTYPES):
+        raise ValueError(f"a segment has {len(_SEGMENT_DTYPES)} columns, not {len(blobs)}")
+    columns = tuple(np.frombuffer(blob, dtype).copy() for blob, dtype in zip(blobs, _SEGMENT_DTYPES, strict=True))
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError("segment columns of different lengths")
+    return [cast(StreamColumns, columns)]
 
 
 def _widened(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
@@ -151,8 +175,7 @@ class Detector:
         self._state_due = np.full(capacity, -math.inf)
         self._calendar = TradFiCalendar(settings.detector.tradfi_sessions)
         self._trigger_recv = 0
-        self._segment: list[Event] = []  # events of the evaluation segment in progress, applied when it ends
-        self._segment_slots: list[int] = []
+        self._segment: list[StreamColumns] = []  # the evaluation segment in progress, applied when it ends
         self.events = 0
 
     def _slot(self, asset: str) -> int:
@@ -182,29 +205,56 @@ class Detector:
         return found
 
     def process(self, events: Sequence[Event]) -> list[Signal]:
-        """Take events in order; returns the signals of every evaluation their times crossed.
+        """Take events in order; returns the signals of every evaluation their times crossed."""
+        return self.process_columns(self.columns_of(events)) if events else []
+
+    def columns_of(self, events: Sequence[Event]) -> StreamColumns:
+        """The stream columns of ``events``, numbering the assets and venues it has not met yet."""
+        slots = _numbered([e.asset for e in events], self._slots, self._slot)
+        venues = _numbered([e.venue for e in events], self._venue_ids, self._venue_id)
+        return stream_columns(events, slots, venues)
+
+    def entry_columns(self, payload: bytes) -> StreamColumns:
+        """The stream columns of one stream entry's batch (``flushwatch.streams.entry_payload``): read straight
+        from the bytes (``detector.wire``), or through event objects for what that path does not read. Raises
+        ``ValueError`` (``msgspec.DecodeError`` is one) for a payload that is not a batch of events."""
+        wire = wire_columns(payload)
+        if wire is None:
+            events = decode_event_batch(payload)
+            # msgspec takes any int up to 2**64 for a time; refused before a name is numbered, not half-applied
+            if not all(_INT64_MIN <= e.ts_event <= _INT64_MAX and _INT64_MIN <= e.ts_recv <= _INT64_MAX
+                       for e in events):
+                raise ValueError("an event time outside the int64 range")
+            return self.columns_of(events)
+        # Names are numbered in order of first appearance in the entry, as columns_of numbers them.
+        slots = np.array(_numbered(wire.asset_names, self._slots, self._slot), np.int32)
+        venues = np.array(_numbered(wire.venue_names, self._venue_ids, self._venue_id), np.int32)
+        return (wire.kind, slots[wire.asset], venues[wire.venue], wire.ts, wire.v0, wire.v1, wire.v2,
+                np.zeros(len(wire.ts)), wire.recv)
+
+    def process_columns(self, columns: StreamColumns) -> list[Signal]:
+        """Take events as stream columns (``detector.batch.stream_columns``, slots and venue ids from this
+        detector), in stream order; returns the signals of every evaluation their times crossed.
 
         Events are applied one evaluation segment at a time, when an event crosses the grid: a segment is
         then folded, sorted by event time and ingested whole, however the reads that brought it were cut,
         which is what makes a replay reproducible byte for byte."""
         signals: list[Signal] = []
-        n = len(events)
-        if not n:
-            return signals
-        slots = _numbered([e.asset for e in events], self._slots.get, self._slot)
-        ts = np.array([e.ts_event for e in events], np.int64)
+        ts, recv = columns[3], columns[8]
+        n = len(ts)
         start = 0
         while start < n:
             later = np.flatnonzero(ts[start:] >= self._next_eval_ns)
             stop = n if not len(later) else start + int(later[0])
-            self._segment.extend(events[start:stop])
-            self._segment_slots.extend(slots[start:stop])
+            if stop > start:
+                whole = start == 0 and stop == n
+                self._segment.append(columns if whole else cast(StreamColumns, tuple(c[start:stop] for c in columns)))
             if stop == n:
                 break
             # The event at ``stop`` crosses the grid: the segment before it is complete; evaluate at the boundary.
             self._apply_segment()
             if self._next_eval_ns > _NEVER:
-                self._trigger_recv = events[stop].ts_recv
+                self._trigger_recv = int(recv[stop])
                 signals += self._evaluate(self._next_eval_ns * 1e-9)
             self._next_eval_ns = (int(ts[stop]) // self._grid_ns + 1) * self._grid_ns
             start = stop
@@ -214,10 +264,7 @@ class Detector:
     def _apply_segment(self) -> None:
         if not self._segment:
             return
-        part, part_slots = self._segment, self._segment_slots
-        self._segment, self._segment_slots = [], []
-        venues = _numbered([e.venue for e in part], self._venue_ids.get, self._venue_id)
-        columns = stream_columns(part, part_slots, venues)
+        columns, self._segment = joined(self._segment), []
         kind, slot, venue, ts, v0, v1, v2, _, _ = columns
         fold_market(self.market, kind, slot, venue, ts, v0, v1, v2, *self._fold_args)
         kind, slot, t, v0, v1, v2, v3, recv = by_time(columns)
@@ -251,8 +298,7 @@ class Detector:
         """The whole state as bytes (``restore`` takes them back): a detector restored from it and fed what
         followed gives the signals of one that never stopped."""
         meta = {"assets": self.assets, "next_eval_ns": self._next_eval_ns, "trigger_recv": self._trigger_recv,
-                "events": self.events, "segment": _segment_encoder.encode(self._segment),
-                "segment_slots": self._segment_slots, "venues": self.venues,
+                "events": self.events, "segment": _segment_blobs(self._segment), "venues": self.venues,
                 "venue_width": self.market.oi_usd.shape[1]}
         whole = _Whole(self.state, self.extras, self.market, _Rows(self._active, self._recv, self._state_due))
         return encode(self._active.shape[0], flatten(whole), meta)
@@ -263,13 +309,12 @@ class Detector:
         saved = decode(blob)
         n, meta = saved.capacity, saved.meta
         try:
-            segment = _segment_decoder.decode(meta["segment"])
+            segment = _segment_of(meta["segment"])
             assets = [str(a) for a in meta["assets"]]
             venues = [str(v) for v in meta["venues"]]
             width = int(meta["venue_width"])
             clocks = int(meta["next_eval_ns"]), int(meta["trigger_recv"]), int(meta["events"])
-            segment_slots = [int(s) for s in meta["segment_slots"]]
-        except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint metadata unreadable: {exc!r}") from None
         template = _Whole(allocate(n), allocate_extras(n), allocate_market(n, width),
                           _Rows(np.zeros(n, np.bool_), np.zeros(n, np.int64), np.full(n, -math.inf)))
@@ -279,7 +324,7 @@ class Detector:
         self.assets, self._slots = assets, {asset: slot for slot, asset in enumerate(assets)}
         self.venues, self._venue_ids = venues, {venue: i for i, venue in enumerate(venues)}
         self._next_eval_ns, self._trigger_recv, self.events = clocks
-        self._segment, self._segment_slots = segment, segment_slots
+        self._segment = segment
 
     def ingest(self, kind: np.ndarray, slot: np.ndarray, t: np.ndarray, v0: np.ndarray, v1: np.ndarray,
                v2: np.ndarray, v3: np.ndarray) -> None:

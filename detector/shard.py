@@ -24,12 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
-
+from detector.batch import StreamColumns, joined
 from detector.checkpoint import CheckpointError
 from detector.engine import Detector
 from detector.state import REJECT_REASONS
-from flushwatch.events import Event
 from flushwatch.redis_client import REDIS_ERRORS
 from flushwatch.settings import Settings
 from flushwatch.signals import Signal
@@ -37,11 +35,11 @@ from flushwatch.streams import (
     DETECTOR_GROUP,
     baselines_key,
     checkpoint_key,
-    decode_events,
     emitted_key,
     encode_batch,
     ensure_group,
     entries_of,
+    entry_payload,
     events_key,
     shard_of,
     signals_key,
@@ -251,19 +249,23 @@ class DetectorEngine:
                 await self.save_baselines()
 
     async def _handle(self, entries: list[tuple[str, bytes, dict[Any, Any]]]) -> None:
-        events: list[Event] = []
+        chunks: list[StreamColumns] = []
         ids = []
         for _, entry_id, fields in entries:
             ids.append(entry_id)
             try:
-                events.extend(decode_events(fields))
-            except (ValueError, msgspec.DecodeError) as exc:
+                chunks.append(self.detector.entry_columns(entry_payload(fields)))
+            except ValueError as exc:  # msgspec.DecodeError is one
                 DETECTOR_REJECTED.labels("undecodable_entry").inc()
                 self._warn.warning("detector-decode", "detector: dropped undecodable entry %r: %s", entry_id, exc)
-        signals = self.detector.process(events)
-        DETECTOR_EVENTS.inc(len(events))
-        if events:
-            DETECTOR_LAG.labels(str(self.shard)).set(max(0.0, time.time() - max(e.ts_recv for e in events) * 1e-9))
+        signals: list[Signal] = []
+        if chunks:
+            columns = joined(chunks)
+            signals = self.detector.process_columns(columns)
+            recv = columns[8]
+            DETECTOR_EVENTS.inc(len(recv))
+            if len(recv):
+                DETECTOR_LAG.labels(str(self.shard)).set(max(0.0, time.time() - int(recv.max()) * 1e-9))
         fresh = [s for s in signals if s.ts > self.emitted_ns]
         if len(fresh) < len(signals):
             DETECTOR_RESUMED.inc(len(signals) - len(fresh))

@@ -30,12 +30,13 @@ from collectors.queue import EventQueue
 from collectors.writer import StreamWriter
 from detector.engine import Detector
 from detector.shard import DetectorEngine
-from flushwatch.events import Trade, funding_mark
+from flushwatch.events import Event, Trade, funding_mark
 from flushwatch.heap import freeze_startup_objects
 from flushwatch.redis_client import REDIS_ERRORS, connect_redis
 from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
 from flushwatch.settings import MqttTarget, Settings, SettingsError
 from flushwatch.signals import Signal
+from flushwatch.streams import encode_batch, entry_payload
 from flushwatch.universe import Markets
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,18 @@ BEAT_S: Final = 0.5  # the event loop's heartbeat, which /healthz reads
 
 
 def warm_up_kernels(settings: Settings) -> float:
-    """Compile (or load from the numba cache) every kernel on a throwaway detector; returns seconds taken."""
+    """Compile (or load from the numba cache) every kernel on a throwaway detector, fed a stream entry as a
+    shard reads one (the entry decoder is a kernel too); returns seconds taken."""
     started = time.perf_counter()
     detector = Detector(settings, capacity=1)
     t0 = 1_700_000_000_000_000_000
-    detector.process([
+    events: list[Event] = [
         Trade(venue="warmup", symbol="WARMUP", asset="WARMUP", ts_event=t0, ts_recv=0, price=1.0, size=1.0,
               side="buy"),
         funding_mark(venue="warmup", symbol="WARMUP", asset="WARMUP", ts_event=t0 + 2_000_000_000, ts_recv=0,
                      mark_price=1.0, index_price=1.0, funding_rate=0.0, funding_interval_h=8.0, next_funding_ts=0),
-    ])
+    ]
+    detector.process_columns(detector.entry_columns(entry_payload(encode_batch(events))))
     return time.perf_counter() - started
 
 

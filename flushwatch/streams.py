@@ -74,7 +74,8 @@ def encode_batch(items: Sequence[Event] | Sequence[Signal]) -> dict[FieldT, Enco
     return {b"v": ENCODING_VERSION, b"n": str(len(items)).encode(), b"b": _event_encoder.encode(items)}
 
 
-def _payload(fields: dict[Any, Any]) -> bytes:
+def entry_payload(fields: dict[Any, Any]) -> bytes:
+    """The batch payload of one entry; raises ``ValueError`` for an entry of another encoding or none."""
     version = fields.get(b"v", fields.get("v"))
     if version not in (ENCODING_VERSION, ENCODING_VERSION.decode()):
         raise ValueError(f"unknown stream entry encoding {version!r}")
@@ -86,11 +87,16 @@ def _payload(fields: dict[Any, Any]) -> bytes:
 
 def decode_events(fields: dict[Any, Any]) -> list[Event]:
     """The events of one entry. Raises ``ValueError`` or ``msgspec.DecodeError`` for a foreign entry."""
-    return _event_decoder.decode(_payload(fields))
+    return decode_event_batch(entry_payload(fields))
+
+
+def decode_event_batch(payload: bytes) -> list[Event]:
+    """The events of an entry's payload. Raises ``msgspec.DecodeError`` (a ``ValueError``) for anything else."""
+    return _event_decoder.decode(payload)
 
 
 def decode_signals(fields: dict[Any, Any]) -> list[Signal]:
-    return _signal_decoder.decode(_payload(fields))
+    return _signal_decoder.decode(entry_payload(fields))
 
 
 def entries_of(reply: Any) -> Iterable[tuple[str, bytes, dict[Any, Any]]]:

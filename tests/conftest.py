@@ -13,8 +13,16 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from collectors.instruments import Instrument
+from collectors.venues import parser_for
+from detector.engine import Detector
+from flushwatch.events import Event
+from flushwatch.fake.binance import wrap
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer, ServerUnavailable, start_mosquitto, start_redis
+from flushwatch.settings import load_settings
+from flushwatch.signals import Signal
+from flushwatch.simulator import SimConfig, Simulation
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -81,3 +89,20 @@ async def receive(client: aiomqtt.Client, count: int, wait_s: float = 10.0) -> l
             if len(messages) == count:
                 break
     return messages
+
+
+@pytest.fixture(scope="session")
+def cascade() -> list[Event]:
+    """20 simulated minutes on Binance and Bybit with a long flush (stages 1 to 7) in the middle, as events."""
+    parsers = {v: parser_for(v, [Instrument(v, "BTCUSDT", "BTC", "linear", 1.0, 8.0)], 1 << 22)
+               for v in ("binance", "bybit")}
+    events: list[Event] = []
+    for ts, venue, topic, payload in Simulation(SimConfig(minutes=20)).frames():
+        events += parsers[venue].parse(wrap(topic, payload) if venue == "binance" else payload, ts * 1_000_000).events
+    return events
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(cascade: list[Event]) -> list[Signal]:
+    """What one detector that never stopped makes of ``cascade``, fed as objects."""
+    return Detector(load_settings()).process(cascade)

@@ -9,32 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.instruments import Instrument
-from collectors.venues import parser_for
 from detector import checkpoint
 from detector.checkpoint import CheckpointError
 from detector.engine import Detector
 from flushwatch.events import Event
-from flushwatch.fake.binance import wrap
 from flushwatch.settings import SettingsError, load_settings
 from flushwatch.signals import Signal, StageChange
-from flushwatch.simulator import SimConfig, Simulation
-
-
-@pytest.fixture(scope="module")
-def cascade() -> list[Event]:
-    """20 simulated minutes on Binance and Bybit with a long flush (stages 1 to 7) in the middle."""
-    parsers = {v: parser_for(v, [Instrument(v, "BTCUSDT", "BTC", "linear", 1.0, 8.0)], 1 << 22)
-               for v in ("binance", "bybit")}
-    events: list[Event] = []
-    for ts, venue, topic, payload in Simulation(SimConfig(minutes=20)).frames():
-        events += parsers[venue].parse(wrap(topic, payload) if venue == "binance" else payload, ts * 1_000_000).events
-    return events
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(cascade: list[Event]) -> list[Signal]:
-    return Detector(load_settings()).process(cascade)
 
 
 def wire(signals: list[Signal]) -> bytes:

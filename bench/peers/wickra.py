@@ -7,15 +7,18 @@ event: Depth -> orderbook (best bid/ask from mid and spread, bid/ask volume = th
 Liquidation -> liquidation (a long liquidated is a forced sell), FundingMark and OpenInterest -> derivatives
 (each carrying the other's latest value, as wickra keeps them in one event).
 
-* flushwatch: ``Detector.process`` over chunks of 512 events (one stream entry) -- state, baselines, Hawkes,
-  fuel map AND the full stage evaluation at every 1-s event-time boundary (signals built).
+* flushwatch, as a detector shard runs: the events encoded as stream entries of 512 (MessagePack, what the
+  collectors write to Redis) before the clock starts, as wickra's JSON is; per entry, the columns read from
+  the bytes (``Detector.entry_columns``) and ``Detector.process_columns`` -- state, baselines, Hawkes, fuel map
+  AND the full stage evaluation at every 1-s event-time boundary (signals built). Reported too: the same
+  events handed over as Python objects (``Detector.process``, what a replay does).
 * wickra-radar, streaming: per 1-s window of event time, one ``feed_batch`` per instrument with its events,
   then ``alerts`` (the report over every instrument) at the boundary -- the same evaluation cadence. Commands
   are JSON encoded before the clock starts (its API takes JSON; encoding is reported apart).
 * wickra-radar, batch: one ``scan`` over the whole stream (one report at the end, no per-second evaluation).
 
-``vs_wickra_radar.detector_ratio`` = flushwatch events/s ÷ wickra streaming events/s; the ratio against
-``scan`` is reported too. Median of interleaved runs.
+``vs_wickra_radar.detector_ratio`` = flushwatch events/s (stream entries) ÷ wickra streaming events/s; the
+ratios against ``scan`` and of flushwatch fed objects are reported too. Median of interleaved runs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench.detector import INSTRUMENTS, synthetic_events
 from detector.engine import Detector
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.settings import Settings, load_settings
+from flushwatch.streams import encode_batch, entry_payload
 
 SPEC = {"signals": [{"kind": "oi_delta", "params": [2.0, 0.1], "weight": 1.0},
                     {"kind": "funding_flip", "params": [0.0005], "weight": 2.0},
@@ -118,12 +122,25 @@ def _wickra_scan_s(radar_cls: Any, scan: str) -> float:
     return time.perf_counter() - began
 
 
-def _flushwatch_s(settings: Settings, events: list[Event]) -> tuple[float, int]:
+def _flushwatch_s(settings: Settings, payloads: list[bytes]) -> tuple[float, int]:
+    detector = Detector(settings, capacity=INSTRUMENTS)
+    began = time.perf_counter()
+    for payload in payloads:
+        detector.process_columns(detector.entry_columns(payload))
+    return time.perf_counter() - began, detector.events
+
+
+def _flushwatch_objects_s(settings: Settings, events: list[Event]) -> tuple[float, int]:
     detector = Detector(settings, capacity=INSTRUMENTS)
     began = time.perf_counter()
     for start in range(0, len(events), 512):
         detector.process(events[start : start + 512])
     return time.perf_counter() - began, detector.events
+
+
+def _payloads(events: list[Event]) -> list[bytes]:
+    """The events as the stream entries a shard reads: batches of 512 (``collectors.writer``'s default)."""
+    return [entry_payload(encode_batch(events[start : start + 512])) for start in range(0, len(events), 512)]
 
 
 def run(quick: bool) -> None:
@@ -146,16 +163,21 @@ def run(quick: bool) -> None:
         by_symbol[symbol].append(event)
     scan = _encode({"cmd": "scan", "events": by_symbol}).decode()
     assert fed == len(mapped) == len(events), (fed, len(mapped), len(events))
-    ours, stream, batch, reports = [], [], [], []
+    payloads = _payloads(events)
+    ours, objects, stream, batch, reports = [], [], [], [], []
     started_like_the_service(settings)
-    _flushwatch_s(settings, events[:20_000])  # warm-up: the first detector's memory is fresh
+    _flushwatch_s(settings, payloads[:40])  # warm-up: the first detector's memory is fresh
     for run_ in range(runs):
-        sides = [0, 1, 2] if run_ % 2 == 0 else [2, 1, 0]
+        sides = [0, 1, 2, 3] if run_ % 2 == 0 else [3, 2, 1, 0]
         for side in sides:
             if side == 0:
-                seconds, counted = _flushwatch_s(settings, events)
+                seconds, counted = _flushwatch_s(settings, payloads)
                 assert counted == len(events), (counted, len(events))
                 ours.append(seconds)
+            elif side == 3:
+                seconds, counted = _flushwatch_objects_s(settings, events)
+                assert counted == len(events), (counted, len(events))
+                objects.append(seconds)
             elif side == 1:
                 seconds, report_s, scanned = _wickra_streaming_s(Radar, windows)
                 assert scanned == INSTRUMENTS, scanned
@@ -171,9 +193,12 @@ def run(quick: bool) -> None:
     def spread(seconds: list[float]) -> list[int]:
         return [round(k / max(seconds)), round(k / min(seconds))]
 
-    full_s, _ = _flushwatch_s(settings, market)
+    full_s, _ = _flushwatch_s(settings, _payloads(market))
     emit("detector.flushwatch.no_trades.events_per_s", rate(ours), "events/s", spread=spread(ours), events=k,
-         instruments=INSTRUMENTS, runs=runs, note="Detector.process: kernels + stage evaluation every event-second")
+         instruments=INSTRUMENTS, runs=runs,
+         note="stream entries (MessagePack) read to columns, kernels + stage evaluation every event-second")
+    emit("detector.flushwatch.no_trades.objects.events_per_s", rate(objects), "events/s", spread=spread(objects),
+         events=k, runs=runs, note="the same events as Python objects (Detector.process, as a replay feeds them)")
     emit("detector.flushwatch.with_trades.events_per_s", n / full_s, "events/s", events=n,
          note="the same market with its trades (70 % of events), one run; not comparable with wickra-radar")
     emit("detector.wickra_radar.streaming.events_per_s", rate(stream), "events/s", spread=spread(stream),
@@ -183,5 +208,6 @@ def run(quick: bool) -> None:
     emit("detector.wickra_radar.scan.events_per_s", rate(batch), "events/s", spread=spread(batch), events=k,
          runs=runs, note="one scan over the whole stream, one report at the end")
     emit("vs_wickra_radar.detector_ratio", rate(ours) / rate(stream), "x", target=1.0,
-         ratio_vs_scan=round(rate(ours) / rate(batch), 3), instruments=INSTRUMENTS,
-         note="same events (no trades: wickra-radar has no trade event), same 1-s evaluation cadence")
+         ratio_vs_scan=round(rate(ours) / rate(batch), 3), ratio_from_objects=round(rate(objects) / rate(stream), 3),
+         instruments=INSTRUMENTS, note="same events, each side reading its own encoding inside the clock (no trades: "
+         "wickra-radar has no trade event), same 1-s evaluation cadence")
