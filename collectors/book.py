@@ -70,9 +70,10 @@ class BookSide:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def merge(self, levels: Iterable[Level]) -> bool:
+    def merge(self, levels: Iterable[Level], checked: bool = False) -> bool:
         """Apply ``(price, size)`` levels, size 0 deleting; False at the first bad level (the levels before
-        it stay applied: the caller drops the book)."""
+        it stay applied: the caller drops the book). ``checked``: the caller has checked every level as this
+        would (a positive finite price, a finite size not below 0), so they are not checked again."""
         if not levels:  # one side of most deltas
             return True
         keys, sizes, sign, sums, mass = self.keys, self.sizes, self.sign, self.sums, self.mass
@@ -81,7 +82,7 @@ class BookSide:
         m0, m1, m2 = mass
         good, count = True, len(keys)
         for price, size in levels:
-            if not (0.0 < price < _INF and 0.0 <= size < _INF):
+            if not (checked or (0.0 < price < _INF and 0.0 <= size < _INF)):
                 good = False
                 break
             key = sign * price
@@ -261,17 +262,18 @@ class Book:
     def asks(self, levels: Mapping[float, float]) -> None:
         self._asks = _side(1.0, levels)
 
-    def snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> bool:
-        """Replace the book; False (and out of sync) if any level is bad."""
+    def snapshot(self, bids: Iterable[Level], asks: Iterable[Level], checked: bool = False) -> bool:
+        """Replace the book; False (and out of sync) if any level is bad (``checked``: as ``BookSide.merge``)."""
         self._bids, self._asks = BookSide(-1.0), BookSide(1.0)
-        self.synced = self._bids.merge(bids) and self._asks.merge(asks)
+        self.synced = self._bids.merge(bids, checked) and self._asks.merge(asks, checked)
         return self.synced
 
-    def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> bool:
-        """Apply a delta (size 0 deletes the level); False if out of sync or any level is bad."""
+    def update(self, bids: Iterable[Level], asks: Iterable[Level], checked: bool = False) -> bool:
+        """Apply a delta (size 0 deletes the level); False if out of sync or any level is bad (``checked``: as
+        ``BookSide.merge``)."""
         if not self.synced:
             return False
-        self.synced = self._bids.merge(bids) and self._asks.merge(asks)
+        self.synced = self._bids.merge(bids, checked) and self._asks.merge(asks, checked)
         return self.synced
 
     def depth(self) -> DepthBands | None:

@@ -134,13 +134,14 @@ class Sequencer:
         self._last.pop(symbol, None)
 
 
-def one_pass(decoder: msgspec.json.Decoder[T], frame: bytes | str) -> T | None:
+def one_pass(decoder: msgspec.json.Decoder[T], frame: bytes | str,
+             refused: tuple[type[Exception], ...] = (msgspec.DecodeError,)) -> T | None:
     """``frame`` decoded whole by a venue's decoder of one frequent message (envelope and typed payload in one
-    pass), or ``None`` when the decoder refuses it: the frame then goes the venue's general way, which says what
-    is wrong with it."""
+    pass), or ``None`` when the decoder refuses it (raises one of ``refused``): the frame then goes the venue's
+    general way, which says what is wrong with it."""
     try:
         return decoder.decode(frame)
-    except msgspec.DecodeError:
+    except refused:
         return None
 
 

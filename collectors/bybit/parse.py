@@ -9,8 +9,8 @@ asks for a fresh snapshot the only way Bybit offers: it replies with an unsubscr
 one topic on the same connection, once until the snapshot arrives. Without that a book would stay dark
 until the connection happened to be replaced.
 
-Trades and tickers are decoded in one pass (the whole frame to one typed struct) and book deltas as the
-envelope with ``data`` kept raw, then ``data`` with a lenient typed decoder; events are built positionally.
+Trades, tickers and books are decoded in one pass (the whole frame to one typed struct; the book's by a
+lenient decoder that checks every level, so the book need not); events are built positionally.
 """
 
 from __future__ import annotations
@@ -108,6 +108,22 @@ class _RecentTrades:
         self.ids: dict[str, None] = {}  # insertion-ordered: the oldest is evicted first
 
 
+class _BookTopic:
+    """An ``orderbook`` topic that has had a snapshot: what the topic names, its local book, the last ``u``
+    applied, and the venue time from which a delta reports depth again. Looked up by the topic after its kind,
+    once per push."""
+
+    __slots__ = ("asset", "book", "depth_due", "symbol", "topic", "u")
+
+    def __init__(self, topic: str, symbol: str, asset: str, book: Book) -> None:
+        self.topic = topic
+        self.symbol = symbol
+        self.asset = asset
+        self.book = book
+        self.u = 0
+        self.depth_due = 0
+
+
 class BybitParser:
     """Parses the frames of one or more connections for ``instruments`` (state is shared, so a message
     repeated on a replacement connection is dropped)."""
@@ -118,12 +134,13 @@ class BybitParser:
         self._envelope = msgspec.json.Decoder(schemas.Envelope)
         self._trades_decoder = msgspec.json.Decoder(list[schemas.PublicTrade])
         self._liquidations_decoder = msgspec.json.Decoder(list[schemas.LiquidationItem])
-        self._book_decoder = msgspec.json.Decoder(schemas.OrderbookData, strict=False)
+        self._book_decoder = msgspec.json.Decoder(schemas.OrderbookData[tuple[float, float]], strict=False)
         self._ticker_decoder = msgspec.json.Decoder(schemas.TickerData)
         self._one_pass: dict[bytes, tuple[msgspec.json.Decoder[Any], str, Push]] = {
             b'{"topic":"pu': (msgspec.json.Decoder(schemas.TradesFrame), TRADES, self._trades_of),
             b'{"topic":"ti': (msgspec.json.Decoder(schemas.TickerFrame), TICKERS, self._ticker_of),
         }
+        self._book_frame = msgspec.json.Decoder(schemas.BookFrame, strict=False)
         self._handlers: dict[str, Handler] = {
             TRADES: self._on_trades, ORDERBOOK: self._on_book, TICKERS: self._on_ticker,
             LIQUIDATIONS: self._on_liquidations,
@@ -131,9 +148,7 @@ class BybitParser:
         self._tickers: dict[str, dict[str, TickerValue]] = {}
         self._ticker_cs = Sequencer("ticker cs")
         self._trades: dict[str, _RecentTrades] = {}
-        self._books: dict[str, Book] = {}
-        self._book_u: dict[str, int] = {}
-        self._depth_due: dict[str, int] = {}  # topic -> ts_event from which a delta reports depth again
+        self._book_topics: dict[str, _BookTopic] = {}  # by the topic after "orderbook."
         self._resyncing: set[str] = set()
         self._resync_ids = itertools.count(1)
         self._resync_due: dict[str, int] = {}  # topic -> ts_recv from which it may be resynced again
@@ -148,7 +163,8 @@ class BybitParser:
     def _decode(self, frame: bytes | str, ts_recv: int) -> ParseResult:
         # The frequent small pushes in one pass when the frame starts as Bybit writes them; anything else, or
         # what that decoder refuses, goes the general way, which says what is wrong.
-        fast = self._one_pass.get(frame[:12]) if isinstance(frame, bytes) else None
+        prefix = frame[:12] if isinstance(frame, bytes) else None
+        fast = self._one_pass.get(prefix) if prefix is not None else None
         if fast is not None and (msg := one_pass(fast[0], frame)) is not None:
             _, kind, push = fast
             head, _, symbol = (msg.topic or "").partition(".")
@@ -157,6 +173,12 @@ class BybitParser:
                 if asset is None:
                     return reject("unknown_symbol", symbol)
                 return push(symbol, asset, msg, msg.data, ts_recv)
+        # Invalid UTF-8 inside a book's data sends it the general way too, which names a fault of the envelope
+        # first, as it always has for books.
+        elif prefix == b'{"topic":"or' \
+                and (book := one_pass(self._book_frame, frame, (msgspec.DecodeError, UnicodeError))) is not None \
+                and (result := self._book_push(book, ts_recv)) is not None:
+            return result
         env = self._envelope.decode(frame)
         topic = env.topic
         if topic is None:
@@ -266,51 +288,75 @@ class BybitParser:
     # ------------------------------------------------------------------------------------------ book
 
     def _on_book(self, rest: str, env: schemas.Envelope, ts_recv: int) -> ParseResult:
-        depth, _, symbol = rest.partition(".")
-        topic = f"{ORDERBOOK}.{rest}"
-        if not _digits(depth, 5) or not symbol:
-            return reject("unknown_type", topic)
-        asset = self._assets.get(symbol)
-        if asset is None:
-            return reject("unknown_symbol", symbol)
-        msg = self._book_decoder.decode(env.data)
+        return self._book_of(rest, env.type, env.ts, env.cts, env.data, ts_recv)
+
+    def _book_push(self, msg: schemas.BookFrame, ts_recv: int) -> ParseResult | None:
+        """A book decoded in one pass; ``None`` for what the strict envelope decoder would refuse, or another
+        topic: the general way says what is wrong."""
+        head, _, rest = (msg.topic or "").partition(".")
+        ts, cts, success = msg.ts, msg.cts, msg.success
+        if head != ORDERBOOK or type(ts) is not int or type(cts) is not int or type(msg.cs) is not int \
+                or not (success is None or type(success) is bool):
+            return None
+        return self._book_of(rest, msg.type, ts, cts, msg.data, ts_recv)
+
+    def _book_of(self, rest: str, kind: str, ts: int, cts: int,
+                 data: msgspec.Raw | schemas.OrderbookData[tuple[schemas.Price, schemas.Size]], ts_recv: int,
+                 ) -> ParseResult:
+        """An ``orderbook`` push: ``data`` raw, or decoded with its levels checked (then not checked again)."""
+        state = self._book_topics.get(rest)
+        if state is None:
+            depth, _, symbol = rest.partition(".")
+            topic = f"{ORDERBOOK}.{rest}"
+            if not _digits(depth, 5) or not symbol:
+                return reject("unknown_type", topic)
+            found = self._assets.get(symbol)
+            if found is None:
+                return reject("unknown_symbol", symbol)
+            asset = found
+        else:
+            topic, symbol, asset = state.topic, state.symbol, state.asset
+        if isinstance(data, msgspec.Raw):
+            msg, checked = self._book_decoder.decode(data), False
+        else:
+            msg, checked = data, True
         if msg.s != symbol:
             return reject("malformed", f"{topic} carries s={msg.s!r}")
-        ts_event = ms_to_ns(env.cts or env.ts)
-        if ts_event is None:
-            return reject("bad_value", f"{topic} cts={env.cts} ts={env.ts}")
-        book = self._books.get(topic)
-        if env.type == "snapshot":  # the first, a resend after trouble on Bybit's side, or u == 1 after a restart
-            if book is None:
-                book = self._books[topic] = Book(keep=max(1, int(depth)))
+        ts_event = (cts or ts) * NS_PER_MS  # ms_to_ns(), inlined: both are int
+        if not GENESIS_NS <= ts_event <= latest_ns():
+            return reject("bad_value", f"{topic} cts={cts} ts={ts}")
+        if kind == "snapshot":  # the first, a resend after trouble on Bybit's side, or u == 1 after a restart
+            if state is None:
+                state = self._book_topics[rest] = _BookTopic(topic, symbol, asset, Book(keep=max(1, int(depth))))
+            book = state.book
             self._resyncing.discard(topic)
-            self._book_u[topic] = msg.u
-            if not book.snapshot(msg.b, msg.a):
+            state.u = msg.u
+            if not book.snapshot(msg.b, msg.a, checked):
                 return self._resync(topic, "bad_value", f"{topic} snapshot u={msg.u} has a bad level", ts_recv)
-        elif env.type == "delta":
-            if book is None or not book.synced:
+        elif kind == "delta":
+            if state is None or not state.book.synced:
                 return self._resync(topic, "out_of_sync", f"{topic} delta u={msg.u} without a snapshot", ts_recv)
-            last = self._book_u[topic]
+            book, last = state.book, state.u
             if msg.u <= last:
                 reason: RejectReason = "duplicate" if msg.u == last else "stale"
                 return ParseResult([], [Reject(reason, f"{topic} u={msg.u} after {last}")])
             if msg.u != last + 1:
                 book.synced = False
                 return self._resync(topic, "out_of_sync", f"{topic} u={msg.u} after {last}: updates missed", ts_recv)
-            self._book_u[topic] = msg.u
-            if not book.update(msg.b, msg.a):
+            state.u = msg.u
+            if not book.update(msg.b, msg.a, checked):
                 return self._resync(topic, "bad_value", f"{topic} delta u={msg.u} has a bad level", ts_recv)
-            if ts_event < self._depth_due.get(topic, 0):
+            if ts_event < state.depth_due:
                 return EMPTY
         else:
-            return reject("malformed", f"{topic} type {env.type!r}")
+            return reject("malformed", f"{topic} type {kind!r}")
         bands = book.depth()
         if bands is None:
             if book.bids and book.asks:  # crossed: the local book is wrong, not the market
                 book.synced = False
                 return self._resync(topic, "out_of_sync", f"{topic} crossed at u={msg.u}", ts_recv)
             return reject("bad_value", f"{topic} one-sided at u={msg.u}")
-        self._depth_due[topic] = ts_event + DEPTH_INTERVAL_NS
+        state.depth_due = ts_event + DEPTH_INTERVAL_NS
         mid, spread_bps, bid_usd, ask_usd, reach_bps = bands
         return ParseResult([Depth(VENUE, symbol, asset, ts_event, ts_recv, mid, spread_bps, bid_usd, ask_usd,
                                   reach_bps)])

@@ -8,6 +8,8 @@ fields are ignored, so Bybit adding one never breaks decoding.
 
 from __future__ import annotations
 
+from typing import Annotated, Generic, TypeVar
+
 import msgspec
 
 
@@ -91,7 +93,16 @@ class LiquidationItem(msgspec.Struct, frozen=True, gc=False):
     p: str  # bankruptcy price
 
 
-class OrderbookData(msgspec.Struct, frozen=True, gc=False):
+MAX_FLOAT = 1.7976931348623157e308
+
+Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_FLOAT)]
+Size = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_FLOAT)]
+BookLevel = TypeVar("BookLevel")
+"""A level of ``OrderbookData``: ``tuple[float, float]`` as sent, or ``tuple[Price, Size]`` when the decoder
+checks what ``collectors.book.BookSide`` would (a positive finite price, a finite size, 0 or more)."""
+
+
+class OrderbookData(msgspec.Struct, Generic[BookLevel], frozen=True, gc=False):
     """``data`` of ``orderbook.{depth}.{symbol}``: a full book (``type`` snapshot) or changed levels (delta,
     size 0 deletes). Real delta (2023-04-05)::
 
@@ -99,10 +110,33 @@ class OrderbookData(msgspec.Struct, frozen=True, gc=False):
     """
 
     s: str
-    b: list[tuple[float, float]]  # bids [price, size], best first
-    a: list[tuple[float, float]]  # asks [price, size], best first
+    b: list[BookLevel]  # bids [price, size], best first
+    a: list[BookLevel]  # asks [price, size], best first
     u: int  # update id: +1 per message of the topic; 1 on a snapshot after a service restart
     seq: int = 0  # cross sequence
+
+
+Scalar = bool | int | float | str | None
+"""Any JSON scalar, which even a lenient decoder (``strict=False``) takes as it is."""
+
+
+class BookFrame(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """An ``orderbook`` push decoded in one pass by a lenient decoder (its levels are decimal strings), with
+    every level checked. ``Header``'s members that such a decoder would coerce ("1" to 1, 1.0 to 1, "true"
+    to True) are taken as sent, and the parser checks their types as ``Envelope``'s strict decoder does. A
+    frame this does not decode, or whose members fail that check, goes the ``Envelope`` way."""
+
+    topic: str | None = None
+    type: str = ""
+    ts: Scalar = 0
+    cs: Scalar = 0
+    cts: Scalar = 0
+    op: str = ""
+    success: Scalar = None
+    ret_msg: str = ""
+    req_id: str = ""
+    conn_id: str = ""
+    data: OrderbookData[tuple[Price, Size]]
 
 
 TickerValue = str | int | float | bool | None

@@ -74,7 +74,7 @@ Meta = tuple[str, bool, float]
 
 def _levels(raw: list[schemas.Level], inverse: bool, contract_size: float) -> list[tuple[float, float]] | None:
     """``[action, price, amount]`` as ``(price, size in coins)``, size 0 for a delete; ``None`` if any level is
-    bad (the ``Book`` rejects negative sizes itself)."""
+    bad, as the ``Book`` checks them (which then need not)."""
     out = []
     for action, price, amount in raw:
         if not 0.0 < price < _INF:
@@ -83,6 +83,8 @@ def _levels(raw: list[schemas.Level], inverse: bool, contract_size: float) -> li
             size = 0.0
         elif action == "new" or action == "change":
             size = amount * contract_size / price if inverse else amount * contract_size
+            if not 0.0 <= size < _INF:
+                return None
         else:
             return None
         out.append((price, size))
@@ -245,7 +247,7 @@ class DeribitParser:
         kind = msg.type
         if kind == "snapshot" or (not kind and msg.prev_change_id is None):
             bids, asks = _levels(msg.bids, inverse, contract_size), _levels(msg.asks, inverse, contract_size)
-            if bids is None or asks is None or not book.snapshot(bids, asks):
+            if bids is None or asks is None or not book.snapshot(bids, asks, checked=True):
                 return self._lost(name, symbol, book, ts_recv, "bad_value", f"{symbol} snapshot {msg.change_id}")
             self._change_ids[symbol] = msg.change_id
             self._resync_asked.pop(symbol, None)
@@ -261,7 +263,7 @@ class DeribitParser:
                 return self._lost(name, symbol, book, ts_recv, "out_of_sync",
                                   f"{symbol} gap: prev_change_id {msg.prev_change_id}, last {last}")
             bids, asks = _levels(msg.bids, inverse, contract_size), _levels(msg.asks, inverse, contract_size)
-            if bids is None or asks is None or not book.update(bids, asks):
+            if bids is None or asks is None or not book.update(bids, asks, checked=True):
                 return self._lost(name, symbol, book, ts_recv, "bad_value", f"{symbol} change {msg.change_id}")
             self._change_ids[symbol] = msg.change_id
         else:
