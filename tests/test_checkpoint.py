@@ -6,15 +6,21 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from detector import checkpoint
 from detector.checkpoint import CheckpointError
 from detector.engine import Detector
+from detector.shard import DetectorEngine
 from flushwatch.events import Event
+from flushwatch.redis_client import connect_redis
+from flushwatch.servers import RunningServer
 from flushwatch.settings import SettingsError, load_settings
 from flushwatch.signals import Signal, StageChange
+from flushwatch.streams import baselines_key, checkpoint_key
 
 
 def wire(signals: list[Signal]) -> bytes:
@@ -61,6 +67,22 @@ def test_bytes_that_are_not_a_checkpoint_are_refused_and_leave_the_detector_alon
     assert fresh.assets == [] and fresh.events == 0
 
 
+def test_a_checkpoint_of_an_earlier_format_is_refused_saying_so(cascade: list[Event]) -> None:
+    """Format 1 kept the segment in progress as event objects; a shard given one starts from its baselines."""
+    detector = Detector(load_settings())
+    detector.process(cascade[:5000])
+    expected = rf"format {checkpoint.FORMAT - 1}, this version reads {checkpoint.FORMAT}"
+    with pytest.raises(CheckpointError, match=expected):
+        Detector(load_settings()).restore(earlier_format(detector))
+
+
+def earlier_format(detector: Detector) -> bytes:
+    """``detector``'s checkpoint, labelled with the format before this one."""
+    saved = checkpoint.decode(detector.checkpoint())
+    return zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(
+        {"format": checkpoint.FORMAT - 1, "capacity": saved.capacity, "arrays": saved.arrays, "meta": saved.meta}))
+
+
 def test_a_checkpoint_of_another_layout_is_refused_naming_the_array(cascade: list[Event]) -> None:
     detector = Detector(load_settings())
     detector.process(cascade[:5000])
@@ -91,3 +113,26 @@ def test_a_retention_shorter_than_three_checkpoints_is_refused_at_start_naming_b
     with pytest.raises(SettingsError, match=r"writer\.retention_s .*detector\.checkpoint_s"):
         load_settings(writer={"retention_s": 20}, detector={"checkpoint_s": 10})
     assert load_settings(writer={"retention_s": 30}, detector={"checkpoint_s": 10}).writer.retention_s == 30
+
+
+async def test_a_shard_refuses_an_earlier_checkpoint_and_starts_from_its_baselines(
+        cascade: list[Event], redis_server: RunningServer) -> None:
+    """What an upgrade across a checkpoint format does to a running deployment: counted, logged, no crash, and
+    the weeks of hour-of-week history kept."""
+    settings = load_settings()
+    before = Detector(settings)
+    before.process(cascade[:5000])
+    redis = connect_redis(redis_server.url)
+    try:
+        await redis.set(checkpoint_key(0), earlier_format(before))
+        await redis.set(baselines_key(0), before.baselines())
+        refused = REGISTRY.get_sample_value("flushwatch_detector_checkpoints_total", {"outcome": "refused"}) or 0.0
+        shard = DetectorEngine(redis, settings, shard=0, consumer="detector-0")
+        await shard.resume()
+        assert not shard.resumed and shard.detector.events == 0
+        assert shard.detector.assets == before.assets  # the baselines came back, asset by asset
+        np.testing.assert_array_equal(shard.detector.extras.season.median[: len(before.assets)],
+                                      before.extras.season.median[: len(before.assets)])
+        assert REGISTRY.get_sample_value("flushwatch_detector_checkpoints_total", {"outcome": "refused"}) == refused + 1
+    finally:
+        await redis.aclose()
