@@ -25,7 +25,7 @@ import msgspec
 
 from collectors.book import Book
 from collectors.bybit import schemas
-from collectors.bybit.schemas import TickerValue
+from collectors.bybit.schemas import Scalar
 from collectors.bybit.spec import LIQUIDATIONS, ORDERBOOK, TICKERS, TRADES, VENUE, request
 from collectors.instruments import Instrument
 from collectors.parsing import (
@@ -77,7 +77,7 @@ Push = Callable[[str, str, schemas.Header, Any, int], ParseResult]
 """``(symbol, asset, header, decoded data, ts_recv)``: a push of a watched symbol."""
 
 
-def _given(value: TickerValue) -> bool:
+def _given(value: Scalar) -> bool:
     """A ticker field that carries a value (Bybit sends ``""`` for what does not apply)."""
     return value is not None and value != ""
 
@@ -87,7 +87,7 @@ def _digits(text: str, most: int) -> bool:
     return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
-def _next_funding_ns(value: TickerValue) -> int | None:
+def _next_funding_ns(value: Scalar) -> int | None:
     """``nextFundingTime`` (ms text) in ns; 0 when not given, ``None`` when not a time."""
     if value is None or value in ("", "0") or (type(value) is int and value == 0):
         return 0
@@ -145,7 +145,7 @@ class BybitParser:
             TRADES: self._on_trades, ORDERBOOK: self._on_book, TICKERS: self._on_ticker,
             LIQUIDATIONS: self._on_liquidations,
         }
-        self._tickers: dict[str, dict[str, TickerValue]] = {}
+        self._tickers: dict[str, dict[str, Scalar]] = {}
         self._ticker_cs = Sequencer("ticker cs")
         self._trades: dict[str, _RecentTrades] = {}
         self._book_topics: dict[str, _BookTopic] = {}  # by the topic after "orderbook."
@@ -155,7 +155,7 @@ class BybitParser:
         self.parse = guarded(self._decode, max_frame_bytes)
         """One websocket frame (``ts_recv`` = local receive time, ns) -> ``ParseResult``; never raises."""
 
-    def ticker(self, symbol: str) -> Mapping[str, TickerValue]:
+    def ticker(self, symbol: str) -> Mapping[str, Scalar]:
         """The merged ticker of ``symbol`` as Bybit names its fields (empty before the first snapshot);
         a read-only view."""
         return MappingProxyType(self._tickers.get(symbol, {}))
@@ -415,7 +415,7 @@ class BybitParser:
                     events.append(out)
         return ParseResult(events, rejects) if events or rejects else EMPTY
 
-    def _funding(self, symbol: str, asset: str, state: dict[str, TickerValue], ts_event: int, ts_recv: int,
+    def _funding(self, symbol: str, asset: str, state: dict[str, Scalar], ts_event: int, ts_recv: int,
                  ) -> FundingMark | Reject | None:
         rate_text = state.get("fundingRate")
         if not _given(rate_text):
@@ -433,7 +433,7 @@ class BybitParser:
                             mark_price=mark, index_price=index, funding_rate=rate, funding_interval_h=interval,
                             next_funding_ts=next_ns)
 
-    def _open_interest(self, symbol: str, asset: str, state: dict[str, TickerValue], ts_event: int, ts_recv: int,
+    def _open_interest(self, symbol: str, asset: str, state: dict[str, Scalar], ts_event: int, ts_recv: int,
                        ) -> OpenInterest | Reject | None:
         single = state.get("singleOpenInterest")
         if _given(single):

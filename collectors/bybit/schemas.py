@@ -139,9 +139,7 @@ class BookFrame(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     data: OrderbookData[tuple[Price, Size]]
 
 
-TickerValue = str | int | float | bool | None
-
-TickerData = dict[str, TickerValue]
+TickerData = dict[str, Scalar]
 """``data`` of ``tickers.{symbol}``: every field on ``snapshot``, only the changed ones on ``delta`` ("if a
 response param is not found in the message, then its value has not changed"), so the parser merges it
 into a per-symbol dict keyed by Bybit's names. Real snapshot (2026-08-09; ``openInterest`` counts both
