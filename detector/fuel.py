@@ -196,11 +196,17 @@ def _take_nearest(state, i, side, usd):
 
 
 @njit(cache=True, nogil=True)
+def _window_due(calib_est, calib_until, i, side, t):
+    """Whether the side's calibration window is open and ``t`` has reached its end."""
+    return calib_est[i, side] > 0.0 and t >= calib_until[i, side]
+
+
+@njit(cache=True, nogil=True)
 def _expire(state, i, side, t):
     """Score the open calibration window once ``t`` has reached its end; liquidations beyond its estimate
     were positions the map did not have where price went, so they take the nearest fuel left."""
     est = state.calib_est[i, side]
-    if est > 0.0 and t >= state.calib_until[i, side]:
+    if _window_due(state.calib_est, state.calib_until, i, side, t):
         real = state.calib_real[i, side]
         state.calib_est_total[i, side] += est
         state.calib_real_total[i, side] += real
@@ -374,7 +380,7 @@ def fuel_decay(state, i, t, half_life_s):
     # This runs for every slot at every evaluation: the helpers that take the state tuple are called only when
     # there is something to do, since passing the tuple costs a reference-count round trip per array.
     for side in range(2):
-        if state.calib_est[i, side] > 0.0 and t >= state.calib_until[i, side]:
+        if _window_due(state.calib_est, state.calib_until, i, side, t):
             _expire(state, i, side, t)
         if last < t and last > -_INF:
             keep = 0.5 ** ((t - last) / half_life_s)
