@@ -54,7 +54,7 @@ from detector.state import (
 from detector.wire import wire_columns
 from flushwatch.events import Event
 from flushwatch.settings import Settings
-from flushwatch.signals import OVERHEATED_NAME, STAGE_NAMES, AssetState, SideState, Signal, StageChange
+from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
 from flushwatch.streams import decode_event_batch
 from flushwatch.telemetry import (
     DETECTOR_REJECTED,
@@ -77,6 +77,10 @@ def known_coverage(venue: str) -> str:
         return coverage_of(venue)
     except (KeyError, ImportError):
         return "unknown"
+
+
+_OVERHEAT: Final = (F_OVERHEAT_LONG, F_OVERHEAT_SHORT)
+"""The overheat score's feature column, by side."""
 
 
 def _episode(asset: str, s: int, start: float, peak_stage: int) -> str:
@@ -361,22 +365,18 @@ class Detector:
         totals, recv = state.totals[due].tolist(), self._recv[due].tolist()
         venues = venue_views(self.market, due, self.venues, self.coverage)
         assets = self.assets
-        # A few hundred snapshots a second: one pass over the rows, each side spelled out, an episode id made
-        # only for a side that has an episode.
+        # A few hundred snapshots a second: one pass over the rows, an episode id made only for a side that has
+        # an episode.
         for slot, row, stage, hot_, paused_, start, peak, bits, came_from, held, total, recv_k, venue in zip(
                 due.tolist(), features, stages, hot, paused, starts, peaks, changed, stage_from, cond_bits, totals,
                 recv, venues, strict=True):
             asset = assets[slot]
             evidence = dict(zip(FEATURE_NAMES, row, strict=True))
-            s0, s1 = stage
-            long_side = SideState("long", s0, OVERHEATED_NAME if s0 == 0 and hot_[0] else STAGE_NAMES[s0],
-                                  row[F_OVERHEAT_LONG], _episode(asset, 0, start[0], peak[0]) if peak[0] else "",
-                                  paused_[0] == 1)
-            short_side = SideState("short", s1, OVERHEATED_NAME if s1 == 0 and hot_[1] else STAGE_NAMES[s1],
-                                    row[F_OVERHEAT_SHORT], _episode(asset, 1, start[1], peak[1]) if peak[1] else "",
-                                    paused_[1] == 1)
+            sides = [SideState(SIDE_NAMES[s], stage[s], stage_name(stage[s], hot_[s] == 1), row[_OVERHEAT[s]],
+                               _episode(asset, s, start[s], peak[s]) if peak[s] else "", paused_[s] == 1)
+                     for s in (0, 1)]
             if bits[0] or bits[1]:
-                for s, side in ((0, long_side), (1, short_side)):
+                for s, side in enumerate(sides):
                     b = bits[s]
                     # The overheating band renames stage 0 (calm <-> overheated); in a cascade it changes nothing.
                     # A pause (exhausted, fuel remains) or its end is news within the stage.
@@ -387,7 +387,7 @@ class Detector:
                             stage_name=side.stage_name, overheat_score=side.overheat_score,
                             episode_id=side.episode_id, evidence=dict(evidence), thresholds=self._thresholds,
                             conditions=describe(held[s]), paused=side.paused))
-            signals.append(AssetState(asset=asset, ts=ts, ts_recv=recv_k, long=long_side, short=short_side,
+            signals.append(AssetState(asset=asset, ts=ts, ts_recv=recv_k, long=sides[0], short=sides[1],
                                       features=evidence, totals=dict(zip(TOTAL_NAMES, total, strict=True)),
                                       venues=venue))
         return signals

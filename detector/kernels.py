@@ -524,16 +524,25 @@ def compute_features(state, mask, now, p, tradfi_closed, assets_active):
     (set by the stage step) and the ``EXTERNAL_FEATURES`` (filled by the engine from the Hawkes and fuel
     states). The loop over slots is in here, not in the caller: the state tuple passed per slot would cost a
     reference-count round trip per array (see ``detector.stages.evaluate``)."""
+    sec = math.floor(now)
+    floor_1m = p[VOL_FLOOR_1M]
+    tau_fast = p[LIQ_FAST_TAU_S]
+    tau_flow = p[FLOW_TAU_S]
+    minute = math.floor(now / 60.0)
+    # The baseline ends liq_baseline_lag_min minutes before now, so the minutes a burst is measured in are
+    # never part of what it is measured against, and starts no earlier than the slot's history.
+    m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
+    m_window_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
+    oi_ring = (state.oi_min, state.oi_min_last, state.oi_min_first)
+    px_ring = (state.px_min, state.px_min_last, state.px_min_first)
     for i in range(mask.shape[0]):
         if not mask[i]:
             continue
         f = state.features[i]
         f[F_PRICE] = state.price[i]
-        sec = math.floor(now)
         r1 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 60, False)
         r5 = ring_log_change(state.px_sec, state.px_sec_last, state.px_sec_first, i, sec, 300, False)
         var = sigma_1s2(state.vol_var, state.vol_w, i)
-        floor_1m = p[VOL_FLOOR_1M]
         sigma1 = max(math.sqrt(60.0 * var), floor_1m)
         sigma5 = max(math.sqrt(300.0 * var), floor_1m * math.sqrt(5.0))
         f[F_R1M] = r1
@@ -543,13 +552,7 @@ def compute_features(state, mask, now, p, tradfi_closed, assets_active):
         f[F_Z1] = r1 / sigma1
         f[F_Z5] = r5 / sigma5
 
-        tau_fast = p[LIQ_FAST_TAU_S]
-        tau_flow = p[FLOW_TAU_S]
-        minute = math.floor(now / 60.0)
-        # The baseline ends liq_baseline_lag_min minutes before now, so the minutes a burst is measured in are
-        # never part of what it is measured against, and starts no earlier than the slot's history.
-        m_hi = minute - int(p[LIQ_BASELINE_LAG_MIN])
-        m_lo = m_hi - int(p[LIQ_BASELINE_WINDOW_MIN]) + 1
+        m_lo = m_window_lo
         if state.t_first[i] < _INF:  # the first minute is partial: it would understate the mean
             m_lo = max(m_lo, math.floor(state.t_first[i] / 60.0) + 1)
         buy = decay_value(state.acc, state.acc_t, i, CH_BUY, now, tau_flow)
@@ -583,8 +586,6 @@ def compute_features(state, mask, now, p, tradfi_closed, assets_active):
         f[F_IMBALANCE] = (buy - sell) / (buy + sell) if buy + sell > 0.0 else 0.0
 
         f[F_OI_USD] = state.oi_usd[i]
-        oi_ring = (state.oi_min, state.oi_min_last, state.oi_min_first)
-        px_ring = (state.px_min, state.px_min_last, state.px_min_first)
         f[F_OI_CHG_5M] = ring_log_change(*oi_ring, i, minute, 5, True)
         f[F_OI_CHG_1H] = ring_log_change(*oi_ring, i, minute, 60, True)
         f[F_OI_CHG_24H] = ring_log_change(*oi_ring, i, minute, 1440, True)
