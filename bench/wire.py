@@ -12,30 +12,21 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import msgspec
 import numpy as np
 
 from bench.common import emit
 from bench.detector import synthetic_events
 from detector.batch import stream_columns
 from detector.wire import wire_columns
-from flushwatch.events import Event
-from flushwatch.streams import encode_batch
+from flushwatch.streams import decode_event_batch, encode_batch, entry_payload
 
 ENTRIES = (512, 16)
-_decoder = msgspec.msgpack.Decoder(list[Event])
-
-
-def _payload(events: Sequence[Event]) -> bytes:
-    payload = encode_batch(events)[b"b"]
-    assert isinstance(payload, bytes)
-    return payload
 
 
 def _objects(payload: bytes) -> None:
-    events = _decoder.decode(payload)
+    events = decode_event_batch(payload)
     assets: dict[str, int] = {}
     venues: dict[str, int] = {}
     stream_columns(events, [assets.setdefault(e.asset, len(assets)) for e in events],
@@ -58,7 +49,7 @@ def run(quick: bool) -> None:
     n = 200_000
     events = synthetic_events(n, np.random.default_rng(11))
     for entry in ENTRIES:
-        payloads = [_payload(events[start : start + entry]) for start in range(0, n, entry)]
+        payloads = [entry_payload(encode_batch(events[start : start + entry])) for start in range(0, n, entry)]
         _wire(payloads[0])  # compile or load the kernel outside the clock
         wire_s: list[float] = []
         objects_s: list[float] = []
