@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 import flushwatch.daemon  # registers every metric `flushwatch run` serves
 import flushwatch.recorder  # noqa: F401 -- and `flushwatch record`'s
 from alerts.exporter import _ASSET_GAUGES, _SIDE_COUNTERS, _SIDE_GAUGES, AssetStateCollector
-from flushwatch.signals import TOTAL_KEYS, AssetState, SideState, VenueView
+from flushwatch.signals import FEATURE_NAMES, TOTAL_KEYS, AssetState, SideState, VenueView, packed
 
 PREFIX: Final = "flushwatch_"
 
@@ -89,8 +89,8 @@ def sample_state() -> AssetState:
         ts_recv=1_700_000_000_000_000_000,
         long=SideState("long", 3, "liquidations_triggered", 70.0, "BTC-long-1"),
         short=SideState("short", 0, "calm", 10.0, ""),
-        features=features,
-        totals=totals,
+        feature_values=packed(features, FEATURE_NAMES),
+        total_values=packed(totals, TOTAL_KEYS),
         venues={"bybit": VenueView("complete", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1_700_000_000_000_000_000)},
     )
 

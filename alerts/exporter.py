@@ -140,6 +140,9 @@ class AssetStateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             states = sorted(self._states.values(), key=lambda s: s.asset)
+        # Each snapshot's values by name once per scrape: ``AssetState`` makes the dicts on each access.
+        features = {state.asset: state.features for state in states}
+        totals = {state.asset: state.totals for state in states}
         stage = GaugeMetricFamily("flushwatch_stage", "Flush stage 0..7 of the positions of one side.",
                                   labels=["asset", "side"])
         score = GaugeMetricFamily("flushwatch_overheat_score", "Overheating score of one side, 0..100.",
@@ -156,22 +159,22 @@ class AssetStateCollector(Collector):
                 stage.add_metric([state.asset, side.side], side.stage)
             stamp.add_metric([state.asset], state.ts / 1e9)
             for kind in EVENT_COUNT_KEYS:
-                if (count := _value(state.totals, kind)) is not None:
+                if (count := _value(totals[state.asset], kind)) is not None:
                     events.add_metric([state.asset, kind], count)
         yield from (stage, score, stamp, events)
         for name, help_text, feature, scale in _ASSET_GAUGES:
             family = GaugeMetricFamily(name, help_text, labels=["asset"])
             for state in states:
-                if (value := _value(state.features, feature, scale)) is not None:
+                if (value := _value(features[state.asset], feature, scale)) is not None:
                     family.add_metric([state.asset], value)
             yield family
-        for name, help_text, features in _SIDE_GAUGES:
+        for name, help_text, by_side in _SIDE_GAUGES:
             family = GaugeMetricFamily(name, help_text, labels=["asset", "side"])
-            self._per_side(family, states, features, lambda s: s.features)
+            self._per_side(family, states, by_side, lambda s: features[s.asset])
             yield family
         for name, help_text, keys in _SIDE_COUNTERS:
             counter = CounterMetricFamily(name, help_text, labels=["asset", "side"])
-            self._per_side(counter, states, keys, lambda s: s.totals)
+            self._per_side(counter, states, keys, lambda s: totals[s.asset])
             yield counter
         fuel = GaugeMetricFamily(
             "flushwatch_fuel_usd", "ESTIMATED notional of leveraged positions whose liquidation price lies within "
@@ -182,7 +185,7 @@ class AssetStateCollector(Collector):
         for state in states:
             for side_name, where in (("long", "below"), ("short", "above")):
                 for band in _FUEL_BANDS:
-                    if (value := _value(state.features, f"fuel_{where}_{band}_usd")) is not None:
+                    if (value := _value(features[state.asset], f"fuel_{where}_{band}_usd")) is not None:
                         fuel.add_metric([state.asset, side_name, band], value)
             for side_state in (state.long, state.short):
                 paused.add_metric([state.asset, side_state.side], float(side_state.paused))

@@ -87,8 +87,9 @@ def _record(state: AssetState) -> dict[str, Any]:
         "paused": risk.paused,
         "sides": {"long": _side(state.long), "short": _side(state.short)},
     }
+    features = state.features
     for key in _FEATURES:
-        record[key] = _finite(state.features.get(key))
+        record[key] = _finite(features.get(key))
     return record
 
 

@@ -41,13 +41,12 @@ from detector.state import (
     CHANGED_STAGE,
     F_OVERHEAT_LONG,
     F_OVERHEAT_SHORT,
-    FEATURE_NAMES,
     REJECT_REASONS,
     SIDE_NAMES,
-    TOTAL_NAMES,
     DetectorState,
     allocate,
     describe,
+    evidence,
     thresholds,
     with_rows_of,
 )
@@ -355,24 +354,27 @@ class Detector:
         if not len(due):
             return signals
         self._state_due[due] = now + self._state_every
-        # Each array's due rows as Python values in one call: indexing NumPy per field and slot costs more than
-        # the snapshot it fills.
-        features = state.features[due].tolist()
+        # Each array's due rows in one call: indexing NumPy per field and slot costs more than the snapshot it
+        # fills. Features and totals travel packed: a slice of their rows' bytes each.
+        rows = state.features[due]
+        features = rows.astype("<f8", copy=False).tobytes()
+        totals = state.totals[due].astype("<f8", copy=False).tobytes()
+        f_width, t_width = rows.shape[1] * 8, state.totals.shape[1] * 8
+        overheat = rows[:, _OVERHEAT].tolist()
         stages, hot, paused = state.stage[due].tolist(), state.overheated[due].tolist(), state.paused[due].tolist()
         starts, peaks = state.episode_start[due].tolist(), state.peak_stage[due].tolist()
         changed, stage_from, cond_bits = state.changed[due].tolist(), state.stage_from[due].tolist(), \
             state.cond_bits[due].tolist()
-        totals, recv = state.totals[due].tolist(), self._recv[due].tolist()
+        recv = self._recv[due].tolist()
         venues = venue_views(self.market, due, self.venues, self.coverage)
         assets = self.assets
         # A few hundred snapshots a second: one pass over the rows, an episode id made only for a side that has
         # an episode.
-        for slot, row, stage, hot_, paused_, start, peak, bits, came_from, held, total, recv_k, venue in zip(
-                due.tolist(), features, stages, hot, paused, starts, peaks, changed, stage_from, cond_bits, totals,
-                recv, venues, strict=True):
+        for k, (slot, score, stage, hot_, paused_, start, peak, bits, came_from, held, recv_k, venue) in enumerate(
+                zip(due.tolist(), overheat, stages, hot, paused, starts, peaks, changed, stage_from, cond_bits,
+                    recv, venues, strict=True)):
             asset = assets[slot]
-            evidence = dict(zip(FEATURE_NAMES, row, strict=True))
-            sides = [SideState(SIDE_NAMES[s], stage[s], stage_name(stage[s], hot_[s] == 1), row[_OVERHEAT[s]],
+            sides = [SideState(SIDE_NAMES[s], stage[s], stage_name(stage[s], hot_[s] == 1), score[s],
                                _episode(asset, s, start[s], peak[s]) if peak[s] else "", paused_[s] == 1)
                      for s in (0, 1)]
             if bits[0] or bits[1]:
@@ -385,9 +387,8 @@ class Detector:
                             asset=asset, side=side.side, ts=ts, ts_recv=self._trigger_recv,
                             stage_from=came_from[s] if b & CHANGED_STAGE else side.stage, stage=side.stage,
                             stage_name=side.stage_name, overheat_score=side.overheat_score,
-                            episode_id=side.episode_id, evidence=dict(evidence), thresholds=self._thresholds,
+                            episode_id=side.episode_id, evidence=evidence(state, slot), thresholds=self._thresholds,
                             conditions=describe(held[s]), paused=side.paused))
-            signals.append(AssetState(asset=asset, ts=ts, ts_recv=recv_k, long=sides[0], short=sides[1],
-                                      features=evidence, totals=dict(zip(TOTAL_NAMES, total, strict=True)),
-                                      venues=venue))
+            signals.append(AssetState(asset, ts, recv_k, sides[0], sides[1], features[k * f_width:(k + 1) * f_width],
+                                      totals[k * t_width:(k + 1) * t_width], venue))
         return signals

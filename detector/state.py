@@ -21,6 +21,7 @@ import numpy as np
 
 from detector.params import FIELDS
 from flushwatch.settings import DetectorSettings
+from flushwatch.signals import FEATURE_NAMES, TOTAL_KEYS
 
 # --- sides and stages -------------------------------------------------------------------------------
 LONG: Final = 0
@@ -66,85 +67,6 @@ CHANGED_STAGE: Final = 1
 CHANGED_OVERHEAT: Final = 2
 CHANGED_PAUSE: Final = 4  # an exhausted episode without recovery signs paused, or went on
 
-FEATURE_NAMES: Final[tuple[str, ...]] = (
-    "price",
-    "r1m",
-    "r5m",
-    "sigma1m",
-    "sigma5m",
-    "z1",
-    "z5",
-    "liq_rate_long",
-    "liq_rate_short",
-    "liq_base_long",
-    "liq_base_short",
-    "liq_ratio_long",
-    "liq_ratio_short",
-    "imbalance",
-    "liq_share_long",
-    "liq_share_short",
-    "oi_usd",
-    "oi_chg_5m",
-    "oi_chg_1h",
-    "oi_chg_24h",
-    "price_chg_1h",
-    "price_chg_24h",
-    "funding_8h",
-    "funding_pct",
-    "premium_bps",
-    "depth1_usd",
-    "depth_ratio",
-    "spread_bps",
-    "overheat_long",
-    "overheat_short",
-    "oi_chg_episode_long",
-    "oi_chg_episode_short",
-    "episode_peak_stage_long",
-    "episode_peak_stage_short",
-    "episode_peak_after_s_long",
-    "episode_peak_after_s_short",
-    "spread_ratio",
-    "liq_to_depth_long",
-    "liq_to_depth_short",
-    "impact_bps_per_musd",
-    "impact_ratio",
-    "liq_accel_long",
-    "liq_accel_short",
-    "retrace_long",
-    "retrace_short",
-    "tradfi_closed",
-    "assets_active",
-    "flow_ratio_long",
-    "flow_ratio_short",
-    "liq_observed",
-    # filled by the engine from the Hawkes and fuel-map states before each evaluation
-    "branching_long",
-    "branching_short",
-    "branching_prev_long",
-    "branching_prev_short",
-    "branching_moment_long",
-    "branching_moment_short",
-    "fuel_below_1pct_usd",
-    "fuel_below_2pct_usd",
-    "fuel_below_5pct_usd",
-    "fuel_below_10pct_usd",
-    "fuel_above_1pct_usd",
-    "fuel_above_2pct_usd",
-    "fuel_above_5pct_usd",
-    "fuel_above_10pct_usd",
-    "sweeps_long",
-    "sweeps_short",
-    "fuel_calibration_long",
-    "fuel_calibration_short",
-    "liq_season_long",
-    "liq_season_short",
-    "depth_season",
-    "spread_season",
-    # computed from the columns above
-    "fuel_to_depth_long",
-    "fuel_to_depth_short",
-    "depth_ratio_season",
-)
 (
     F_PRICE,
     F_R1M,
@@ -227,17 +149,7 @@ EXTERNAL_FEATURES: Final = (F_BRANCHING_LONG, F_SPREAD_SEASON + 1)
 leaves it alone."""
 N_FEATURES: Final = len(FEATURE_NAMES)
 
-TOTAL_NAMES: Final[tuple[str, ...]] = (
-    "liq_long_usd",
-    "liq_short_usd",
-    "taker_buy_usd",
-    "taker_sell_usd",
-    "trades",
-    "liquidations",
-    "funding_marks",
-    "open_interest",
-    "depth",
-)
+TOTAL_NAMES: Final = TOTAL_KEYS
 (
     T_LIQ_LONG_USD,
     T_LIQ_SHORT_USD,

@@ -6,6 +6,10 @@ process -- MQTT JSON, and the values behind ``/metrics`` -- are built from them 
 
 from __future__ import annotations
 
+import math
+import struct
+import zlib
+from collections.abc import Mapping
 from typing import Final
 
 import msgspec
@@ -32,6 +36,101 @@ EVENT_COUNT_KEYS: Final = ("trades", "liquidations", "funding_marks", "open_inte
 TOTAL_KEYS: Final = ("liq_long_usd", "liq_short_usd", "taker_buy_usd", "taker_sell_usd", *EVENT_COUNT_KEYS)
 """Every key of ``AssetState.totals``: liquidated notional by position side, traded notional by taker side,
 event counts by kind; all cumulative since the detector started."""
+
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "price",
+    "r1m",
+    "r5m",
+    "sigma1m",
+    "sigma5m",
+    "z1",
+    "z5",
+    "liq_rate_long",
+    "liq_rate_short",
+    "liq_base_long",
+    "liq_base_short",
+    "liq_ratio_long",
+    "liq_ratio_short",
+    "imbalance",
+    "liq_share_long",
+    "liq_share_short",
+    "oi_usd",
+    "oi_chg_5m",
+    "oi_chg_1h",
+    "oi_chg_24h",
+    "price_chg_1h",
+    "price_chg_24h",
+    "funding_8h",
+    "funding_pct",
+    "premium_bps",
+    "depth1_usd",
+    "depth_ratio",
+    "spread_bps",
+    "overheat_long",
+    "overheat_short",
+    "oi_chg_episode_long",
+    "oi_chg_episode_short",
+    "episode_peak_stage_long",
+    "episode_peak_stage_short",
+    "episode_peak_after_s_long",
+    "episode_peak_after_s_short",
+    "spread_ratio",
+    "liq_to_depth_long",
+    "liq_to_depth_short",
+    "impact_bps_per_musd",
+    "impact_ratio",
+    "liq_accel_long",
+    "liq_accel_short",
+    "retrace_long",
+    "retrace_short",
+    "tradfi_closed",
+    "assets_active",
+    "flow_ratio_long",
+    "flow_ratio_short",
+    "liq_observed",
+    # filled by the engine from the Hawkes and fuel-map states before each evaluation
+    "branching_long",
+    "branching_short",
+    "branching_prev_long",
+    "branching_prev_short",
+    "branching_moment_long",
+    "branching_moment_short",
+    "fuel_below_1pct_usd",
+    "fuel_below_2pct_usd",
+    "fuel_below_5pct_usd",
+    "fuel_below_10pct_usd",
+    "fuel_above_1pct_usd",
+    "fuel_above_2pct_usd",
+    "fuel_above_5pct_usd",
+    "fuel_above_10pct_usd",
+    "sweeps_long",
+    "sweeps_short",
+    "fuel_calibration_long",
+    "fuel_calibration_short",
+    "liq_season_long",
+    "liq_season_short",
+    "depth_season",
+    "spread_season",
+    # computed from the columns above
+    "fuel_to_depth_long",
+    "fuel_to_depth_short",
+    "depth_ratio_season",
+)
+"""The features of ``AssetState.features``, in the order of its packed values."""
+
+_FEATURES: Final = struct.Struct(f"<{len(FEATURE_NAMES)}d")
+_TOTALS: Final = struct.Struct(f"<{len(TOTAL_KEYS)}d")
+LAYOUT: Final = zlib.crc32(" ".join((*FEATURE_NAMES, "|", *TOTAL_KEYS)).encode())
+"""Names the order of the packed values: a snapshot packed by a detector of another layout is refused."""
+
+
+def packed(values: Mapping[str, float], names: tuple[str, ...]) -> bytes:
+    """``values`` in the order of ``names`` (``FEATURE_NAMES`` or ``TOTAL_KEYS``) as an ``AssetState`` packs
+    them: float64 little-endian, NaN for a name ``values`` lacks."""
+    unknown = values.keys() - set(names)
+    if unknown:
+        raise KeyError(f"not in the layout: {sorted(unknown)}")
+    return struct.pack(f"<{len(names)}d", *(values.get(name, math.nan) for name in names))
 
 
 def stage_name(stage: int, overheated: bool) -> str:
@@ -69,7 +168,11 @@ class VenueView(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
-    """A snapshot of one asset, sent at most once a second per asset and on every stage change."""
+    """A snapshot of one asset, sent at most once a second per asset and on every stage change.
+
+    The feature and total values travel packed (float64 little-endian, in the order of ``FEATURE_NAMES`` and
+    ``TOTAL_KEYS``): a detector sends hundreds of snapshots a second, and a dict of 75 named floats cost it
+    more than the rest of the snapshot. ``features`` and ``totals`` name them."""
 
     asset: str
     ts: int
@@ -78,12 +181,32 @@ class AssetState(msgspec.Struct, frozen=True, gc=False, tag="state"):
     """Local receive time (ns) of the newest event that went into it: the basis of latency figures."""
     long: SideState
     short: SideState
-    features: dict[str, float]
-    """Current feature values: price, returns, volatility, liquidation rates, funding, OI changes, depth."""
-    totals: dict[str, float]
-    """Cumulative counters since start, keyed by ``TOTAL_KEYS``."""
+    feature_values: bytes
+    """Current feature values (``packed``): price, returns, volatility, liquidation rates, funding, OI
+    changes, depth."""
+    total_values: bytes
+    """Cumulative counters since start (``packed`` by ``TOTAL_KEYS``)."""
     venues: dict[str, VenueView] = {}
     """The venues behind the asset's market view."""
+    layout: int = LAYOUT
+
+    def __post_init__(self) -> None:
+        # Runs on decode too: a snapshot of another layout (a detector of another version) is refused there.
+        if self.layout != LAYOUT or len(self.feature_values) != _FEATURES.size \
+                or len(self.total_values) != _TOTALS.size:
+            raise ValueError(f"packed as layout {self.layout} with {len(self.feature_values)} + "
+                             f"{len(self.total_values)} bytes; this version reads layout {LAYOUT} with "
+                             f"{_FEATURES.size} + {_TOTALS.size}")
+
+    @property
+    def features(self) -> dict[str, float]:
+        """Feature values by name (NaN where not known yet); made on each access."""
+        return dict(zip(FEATURE_NAMES, _FEATURES.unpack(self.feature_values), strict=True))
+
+    @property
+    def totals(self) -> dict[str, float]:
+        """Totals by ``TOTAL_KEYS``; made on each access."""
+        return dict(zip(TOTAL_KEYS, _TOTALS.unpack(self.total_values), strict=True))
 
 
 class StageChange(msgspec.Struct, frozen=True, gc=False, tag="change"):

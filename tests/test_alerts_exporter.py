@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import flushwatch
 from alerts.exporter import AssetStateCollector, HealthCheck, MetricsServer
-from flushwatch.signals import AssetState, SideState
+from flushwatch.signals import FEATURE_NAMES, TOTAL_KEYS, AssetState, SideState, packed
 
 TS = 1_727_740_800_000_000_000
 
@@ -27,8 +27,8 @@ def asset_state(asset: str, *, long_stage: int = 0, short_stage: int = 0, ts: in
         ts_recv=ts,
         long=SideState("long", long_stage, "calm", 40.0, ""),
         short=SideState("short", short_stage, "calm", 12.5, ""),
-        features=features or {},
-        totals=totals or {},
+        feature_values=packed(features or {}, FEATURE_NAMES),
+        total_values=packed(totals or {}, TOTAL_KEYS),
     )
 
 

@@ -27,7 +27,16 @@ from alerts.mqtt import MqttPublisher
 from alerts.service import AlertService
 from flushwatch.servers import RunningServer, start_redis
 from flushwatch.settings import MqttTarget
-from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
+from flushwatch.signals import (
+    FEATURE_NAMES,
+    TOTAL_KEYS,
+    AssetState,
+    SideState,
+    Signal,
+    StageChange,
+    packed,
+    stage_name,
+)
 from flushwatch.streams import ALERTS_GROUP, encode_batch, shard_of, signals_key
 
 PREFIX = "fwsvc/v1"
@@ -48,9 +57,9 @@ def snapshot(asset: str, *, long_stage: int = 0, long_score: float = 20.0, short
         ts_recv=time.time_ns(),
         long=SideState("long", long_stage, stage_name(long_stage, False), long_score, episode),
         short=SideState("short", 0, "calm", short_score, ""),
-        features={"price": 63_000.0, "funding_8h": 0.0004, "z1": math.nan},
-        totals={"liq_long_usd": 1e6, "liq_short_usd": 0.0, "taker_buy_usd": 5e8, "taker_sell_usd": 6e8,
-                "trades": 1000.0},
+        feature_values=packed({"price": 63_000.0, "funding_8h": 0.0004, "z1": math.nan}, FEATURE_NAMES),
+        total_values=packed({"liq_long_usd": 1e6, "liq_short_usd": 0.0, "taker_buy_usd": 5e8, "taker_sell_usd": 6e8,
+                             "trades": 1000.0}, TOTAL_KEYS),
     )
 
 
@@ -246,6 +255,10 @@ async def test_bad_entries_are_counted_acked_and_skipped(redis_server: RunningSe
         await h.redis.xadd(btc, {"v": "1", "n": "1", "b": b"\xc1junk"})
         await h.redis.xadd(btc, {"unrelated": "field"})
         await h.redis.xadd(btc, {"v": "9", "n": "0", "b": encode_batch([snapshot("BTC")])[b"b"]})
+        # packed by a detector whose features are in another order: refused, not read under the wrong names
+        other = msgspec.to_builtins(snapshot("BTC", long_stage=2), builtin_types=(bytes,))
+        other["layout"] ^= 1
+        await h.redis.xadd(btc, {**encode_batch([]), b"n": b"1", b"b": msgspec.msgpack.encode([other])})
         await write(h.redis, snapshot("BTC", long_stage=1, long_score=math.nan))
 
         async def exported_and_acked() -> bool:
@@ -254,7 +267,7 @@ async def test_bad_entries_are_counted_acked_and_skipped(redis_server: RunningSe
 
         await eventually(exported_and_acked)
         assert h.registry.get_sample_value("flushwatch_overheat_score", {"asset": "BTC", "side": "long"}) is None
-    assert sample("flushwatch_alerts_rejected_signals_total", reason="undecodable") - undecodable == 3
+    assert sample("flushwatch_alerts_rejected_signals_total", reason="undecodable") - undecodable == 4
 
 
 async def test_pending_entries_of_a_previous_run_are_processed(redis_server: RunningServer,

@@ -30,13 +30,14 @@ from flushwatch.daemon import Daemon
 from flushwatch.events import PositionSide
 from flushwatch.fake.server import FakeBinance
 from flushwatch.servers import RunningServer
-from flushwatch.signals import AssetState, SideState, StageChange, stage_name
+from flushwatch.signals import FEATURE_NAMES, TOTAL_KEYS, AssetState, SideState, StageChange, packed, stage_name
 from flushwatch.waiting import until
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artefacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 T0 = 1_700_000_000_000_000_000
+NO_TOTALS = packed({}, TOTAL_KEYS)
 
 
 def side(name: PositionSide, stage: int = 0, score: float = 10.0, paused: bool = False) -> SideState:
@@ -50,7 +51,7 @@ def snapshot(asset: str = "BTC", t_s: float = 0.0, *, long_stage: int = 0, long_
               **features}
     return AssetState(asset=asset, ts=T0 + int(t_s * 1e9), ts_recv=time.time_ns(),
                       long=side("long", long_stage, long_score), short=side("short", 0, short_score),
-                      features=values, totals={})
+                      feature_values=packed(values, FEATURE_NAMES), total_values=NO_TOTALS)
 
 
 def change(asset: str = "BTC", stage_from: int = 0, stage: int = 1) -> StageChange:
@@ -199,7 +200,8 @@ def test_assets_reflect_the_signals_fed_in(served: Served) -> None:
     page.change(change("BTC", 0, 4))
     page.update(snapshot("BTC", 1.0, long_stage=4, long_score=81.5, liq_rate_long=4e7))
     page.update(AssetState(asset="SOL", ts=T0, ts_recv=0, long=side("long", 0, 20.0),
-                           short=side("short", 2, 75.0, paused=True), features={}, totals={}))
+                           short=side("short", 2, 75.0, paused=True), feature_values=packed({}, FEATURE_NAMES),
+                           total_values=NO_TOTALS))
 
     body = served.assets()
     assert [a["asset"] for a in body["assets"]] == ["BTC", "ETH", "SOL"]
@@ -465,6 +467,7 @@ async def test_the_page_follows_a_running_daemon_in_headless_chromium(
 def test_scores_in_json_are_finite() -> None:
     page = LivePage()
     page.update(AssetState(asset="BTC", ts=T0, ts_recv=0, long=side("long", 0, math.nan),
-                           short=side("short", 0, math.inf), features={"price": math.nan}, totals={}))
+                           short=side("short", 0, math.inf),
+                           feature_values=packed({"price": math.nan}, FEATURE_NAMES), total_values=NO_TOTALS))
     body = json.loads(json.dumps(page.snapshot(), allow_nan=False))
     assert body["assets"][0]["overheat_score"] is None and body["assets"][0]["price"] is None

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from alerts import schemas
 from alerts.models import SCHEMA_VERSION, EventPayload, StatePayload, StatusPayload, idempotency_key
-from flushwatch.signals import AssetState, SideState, StageChange, stage_name
+from flushwatch.signals import FEATURE_NAMES, TOTAL_KEYS, AssetState, SideState, StageChange, packed, stage_name
 
 T0 = 1_727_740_800_000_000_000
 
@@ -23,13 +23,22 @@ def side(name: str, stage: int, score: float, episode: str = "") -> SideState:
     return SideState(name, stage, stage_name(stage, stage == 0 and score >= 70), score, episode)  # type: ignore[arg-type]
 
 
+def features(values: dict[str, float]) -> bytes:
+    return packed(values, FEATURE_NAMES)
+
+
+def totals(values: dict[str, float]) -> bytes:
+    return packed(values, TOTAL_KEYS)
+
+
 def states() -> list[AssetState]:
     return [
         AssetState("BTC", T0, T0 + 5, side("long", 3, 42.0, "BTC-long-1"), side("short", 0, 3.5),
-                   {"price": 63_000.0, "funding_8h": 0.0004, "z1": math.nan}, {"trades": 10.0}),
+                   features({"price": 63_000.0, "funding_8h": 0.0004, "z1": math.nan}), totals({"trades": 10.0})),
         AssetState("ETH", T0 + 1, T0 + 7, side("long", 0, 10.0), side("short", 4, 100.00000000000001, "ETH-short-2"),
-                   {}, {}),
-        AssetState("1000PEPE", 0, 0, side("long", 0, 80.0), side("short", 0, 0.0), {"oi_usd": -math.inf}, {}),
+                   features({}), totals({})),
+        AssetState("1000PEPE", 0, 0, side("long", 0, 80.0), side("short", 0, 0.0), features({"oi_usd": -math.inf}),
+                   totals({})),
     ]
 
 
