@@ -234,22 +234,28 @@ def fold_market(m, kind, slot, venue, ts, v0, v1, v2, grace_ns, oi_stale_ns, dep
 def venue_views(market: Market, slots: np.ndarray, names: Sequence[str], coverage: Callable[[str], str]
                 ) -> list[dict[str, VenueView]]:
     """Per-venue detail of the assets in ``slots``, each by venue name (sorted); ``names[id]`` names venue
-    ``id``. Rows are read out in bulk: the snapshots of hundreds of assets are built every second."""
-    columns = [c[slots].tolist() for c in (market.oi_usd, market.funding_8h, market.premium_bps,
-                                             market.depth_usd, market.liq_long_usd, market.liq_short_usd)]
-    stamps, orders = market.ts_event[slots].tolist(), market.order[slots].tolist()
-    counts = market.joined[slots].tolist()
+    ``id``. Hundreds of snapshots are built every second, so only the venues that joined are read out, in
+    bulk, each column in one call."""
+    counts = market.joined[slots]
+    width = market.order.shape[1]
+    # (row, position) of every joined venue, rows in ``slots`` order; within a row by venue name.
+    row, pos = np.nonzero(np.arange(width) < counts[:, None])
+    ids = market.order[slots[row], pos]
+    rank = np.empty(len(names), np.int64)
+    rank[np.argsort(np.array(names, dtype=str), kind="stable")] = np.arange(len(names))
+    at = np.lexsort((rank[ids], row))
+    row, ids = row[at], ids[at]
+    asset = slots[row]
+    known = [[x if -math.inf < x < math.inf else None for x in column[asset, ids].tolist()]
+             for column in (market.oi_usd, market.funding_8h, market.premium_bps, market.depth_usd)]
     covers = [coverage(name) for name in names]
-    out = []
-    for count, order, stamp, oi, funding, premium, depth, liq_long, liq_short in zip(
-            counts, orders, stamps, *columns, strict=True):
-        joined = order[:count]
-        if count > 1:
-            joined.sort(key=names.__getitem__)  # by venue name
-        out.append({names[v]: VenueView(covers[v], _known(oi[v]), _known(funding[v]), _known(premium[v]),
-                                        _known(depth[v]), liq_long[v], liq_short[v], stamp[v]) for v in joined})
+    views = list(map(VenueView, [covers[v] for v in ids.tolist()], *known, market.liq_long_usd[asset, ids].tolist(),
+                     market.liq_short_usd[asset, ids].tolist(), market.ts_event[asset, ids].tolist()))
+    labels = [names[v] for v in ids.tolist()]
+    out: list[dict[str, VenueView]] = []
+    start = 0
+    for count in counts.tolist():
+        end = start + count
+        out.append(dict(zip(labels[start:end], views[start:end], strict=True)))
+        start = end
     return out
-
-
-def _known(x: float) -> float | None:
-    return x if math.isfinite(x) else None

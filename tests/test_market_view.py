@@ -152,3 +152,31 @@ def test_the_detector_reports_each_venue_with_its_coverage() -> None:
     venues = states[-1].venues
     assert venues["binance"].coverage == "sampled" and venues["bybit"].liq_long_usd == 100.0
     assert detector.state.oi_usd[detector.assets.index("BTC")] == pytest.approx(10e9)
+
+
+def test_snapshots_list_each_assets_venues_by_name_with_unknown_values_as_none() -> None:
+    """Venues join in the order they report; a snapshot names them sorted, each asset only its own."""
+    detector = Detector(load_settings(), capacity=4)
+
+    def eth_oi(venue: str, usd: float, t: int) -> OpenInterest:
+        return OpenInterest(venue, f"{venue}-ETH", "ETH", t, t, usd / 100.0, usd)
+
+    signals = detector.process([
+        Trade("okx", "BTCUSDT", "BTC", T0, T0, 100.0, 1.0, "buy"),
+        Trade("okx", "ETHUSDT", "ETH", T0, T0, 100.0, 1.0, "buy"),
+        Trade("okx", "SOLUSDT", "SOL", T0, T0, 100.0, 1.0, "buy"),
+        oi("okx", 1e9, T0 + S),
+        fund("hyperliquid", 1e-4, 1.0, T0 + S),
+        oi("bybit", 4e9, T0 + S),
+        eth_oi("bybit", 2e9, T0 + S),
+        eth_oi("binance", 3e9, T0 + S),
+        Trade("okx", "BTCUSDT", "BTC", T0 + 7 * S, T0 + 7 * S, 100.0, 1.0, "buy"),
+        Trade("okx", "BTCUSDT", "BTC", T0 + 9 * S, T0 + 9 * S, 100.0, 1.0, "buy"),
+    ])
+    latest = {s.asset: s for s in signals if isinstance(s, AssetState)}
+    btc, eth, sol = latest["BTC"].venues, latest["ETH"].venues, latest["SOL"].venues
+    assert list(btc) == ["bybit", "hyperliquid", "okx"] and list(eth) == ["binance", "bybit"] and sol == {}
+    assert btc["bybit"].oi_usd == 4e9 and btc["okx"].oi_usd == 1e9 and eth["binance"].oi_usd == 3e9
+    assert btc["hyperliquid"].oi_usd is None and btc["bybit"].funding_8h is None and btc["bybit"].depth_1pct_usd is None
+    assert btc["hyperliquid"].funding_8h == pytest.approx(8e-4) and btc["hyperliquid"].coverage == "none"
+    assert btc["okx"].ts_event == T0 + S and eth["bybit"].liq_long_usd == 0.0
