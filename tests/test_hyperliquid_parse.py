@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from collectors.hyperliquid import SPEC
 from collectors.hyperliquid.instruments import parse_instruments
-from collectors.hyperliquid.parse import HyperliquidParser
+from collectors.hyperliquid.parse import REPLAY_WAIT_NS, HyperliquidParser
 from collectors.hyperliquid.spec import MAX_TOPICS_PER_CONNECTION, subscribe_messages, topics
 from collectors.instruments import Instrument
 from collectors.parsing import ParseResult
@@ -140,6 +140,20 @@ def test_first_trades_after_subscribing_are_the_venues_replay_and_predate_the_wa
     result = p.parse(frame({"channel": "trades", "data": seen["data"] + new["data"]}), 5)
     assert [r.reason for r in result.rejects] == ["duplicate"]
     assert [t.price for t in trades_of(result)] == [101.0]
+
+
+def test_a_coin_whose_replay_was_empty_keeps_its_first_live_trades() -> None:
+    """An empty replay names no coin: the first frame that comes later than a replay would is live."""
+    p = parser("BTC", "ETH")
+    sub = ('{"channel":"subscriptionResponse","data":{"method":"subscribe",'
+           '"subscription":{"type":"trades","coin":"%s"}}}')
+    t0 = 1_700_000_000 * 10**9  # local receive time, ns
+    assert p.parse(sub % "BTC", t0).acks == ["trades:BTC"] and p.parse(sub % "ETH", t0).acks == ["trades:ETH"]
+    assert p.parse('{"channel":"trades","data":[]}', t0 + 2 * 10**6) == p.parse('{"channel":"pong"}', t0)
+    eth_replay = trade_frame("ETH", 21, 1_699_999_999_000, 2000.0, 1.0)
+    assert only_reject(p.parse(eth_replay, t0 + 3 * 10**6))[0] == "stale"
+    live = trade_frame("BTC", 11, 1_700_000_004_000, 100.0, 1.0)
+    assert only_event(p.parse(live, t0 + REPLAY_WAIT_NS + 1)).price == 100.0
 
 
 @pytest.mark.parametrize(("field", "value"), [

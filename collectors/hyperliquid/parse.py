@@ -9,7 +9,9 @@ kept, and why:
   ``duplicate``. This is what drops the replay a resubscription starts with: the first ``trades`` frame
   after subscribing repeats the coin's latest trades. On the very first subscription those trades predate
   the watch and are dropped whole (``stale``); after a reconnect, the ones newer than the last accepted
-  trade fill the gap.
+  trade fill the gap. The replay follows its answer at once; a coin without recent trades may get an empty
+  one, which cannot name its coin, so a first frame that comes more than ``REPLAY_WAIT_NS`` after the
+  answer is live, not the replay.
 * books -- the last push time per coin (``Sequencer``): every ``l2Book`` is a whole book, so there is no
   local book and nothing to resynchronise; a push repeated on a replacement connection is a ``duplicate``.
 * asset contexts -- the last funding/mark/oracle and open interest per coin, as text: the venue pushes the
@@ -47,6 +49,8 @@ from collectors.rejects import Reject
 from flushwatch.events import Depth, Event, OpenInterest, TakerSide, Trade, depth_from_levels, funding_mark
 
 NS_PER_HOUR: Final = 3600 * 10**9
+REPLAY_WAIT_NS: Final = 2 * 10**9
+"""How long after a trades subscription's answer its first frame is taken for the venue's replay (local time)."""
 _INF: Final = math.inf
 _SIDES: Final[dict[str, TakerSide]] = {"B": "buy", "A": "sell"}
 
@@ -75,8 +79,9 @@ class HyperliquidParser:
         self._book_times = Sequencer("l2Book time")
         self._trade_ms: dict[str, int] = {}
         self._trade_ids: dict[str, set[int]] = {}
-        self._replay_due: set[str] = set()
-        """Coins subscribed to trades with no trade accepted yet: their first frame is the venue's replay."""
+        self._replay_due: dict[str, int] = {}
+        """Coins subscribed to trades with no trade accepted yet, each with when its subscription was answered:
+        their first frame is the venue's replay if it comes soon enough."""
         self._clock_ms = 0
         self._last_mark: dict[str, tuple[str, str, str]] = {}
         self._last_oi: dict[str, str] = {}
@@ -100,7 +105,7 @@ class HyperliquidParser:
         if type(msg) is schemas.ActiveAssetCtx:
             return self._on_ctx(msg.data, ts_recv)
         if type(msg) is schemas.SubscriptionResponse:
-            return self._on_ack(msg.data)
+            return self._on_ack(msg.data, ts_recv)
         if type(msg) is schemas.Error:
             return self._on_error(msg.data)
         return EMPTY  # pong
@@ -109,8 +114,8 @@ class HyperliquidParser:
         if not trades:
             return EMPTY
         coin = trades[0].coin
-        if coin in self._replay_due:
-            self._replay_due.discard(coin)
+        answered = self._replay_due.pop(coin, None)
+        if answered is not None and ts_recv - answered <= REPLAY_WAIT_NS:
             return reject("stale", f"{coin}: {len(trades)} trades replayed on subscribing, before the watch began")
         events: list[Event] = []
         rejects: list[Reject] = []
@@ -215,10 +220,10 @@ class HyperliquidParser:
         text = msgspec.json.decode(data) if data else ""  # a JSON string as the venue sends it; else the raw JSON
         return reject("venue_error", (text if isinstance(text, str) else bytes(data).decode(errors="replace"))[:500])
 
-    def _on_ack(self, ack: schemas.SubscriptionAck) -> ParseResult:
+    def _on_ack(self, ack: schemas.SubscriptionAck, ts_recv: int) -> ParseResult:
         if ack.method != "subscribe":
             return EMPTY  # an unsubscribe's answer: nothing to wait for
         sub = ack.subscription
         if sub.type == schemas.TRADES and sub.coin in self._assets and sub.coin not in self._trade_ms:
-            self._replay_due.add(sub.coin)
+            self._replay_due[sub.coin] = ts_recv
         return ParseResult([], [], [schemas.topic(sub.type, sub.coin)])
