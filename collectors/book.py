@@ -150,33 +150,34 @@ class BookSide:
         """Notional of the best ``kept`` levels within each band limit (prices, narrowest first)."""
         keys, sign = self.keys, self.sign
         widest = bisect_right(keys, sign * limits[2], 0, kept)
-        if widest > SCAN_LEVELS:
-            return self._rings(limits, keys[kept - 1])
-        if not widest:  # an option's book: often no level near mid
-            return _EMPTY
-        # Few levels: summed best first, as the reference does. Signed notional: the bids' sums come out
-        # negated, exactly (rounding is symmetric).
-        inner = bisect_right(keys, sign * limits[0], 0, widest)
-        middle = bisect_right(keys, sign * limits[1], inner, widest)
-        sums = list(accumulate(map(mul, keys[:widest], self.sizes[:widest])))
-        return (sign * sums[inner - 1] if inner else 0.0, sign * sums[middle - 1] if middle else 0.0,
-                sign * sums[-1])
-
-    def _rings(self, limits: Edges, worst: float) -> Bands:
-        """The bands from the rings, after moving their edges to ``limits`` (clipped to the ``worst`` kept
-        level): few levels change ring, as the mid moves a few ticks between reads."""
-        sign, edges, sums, mass = self.sign, self.edges, self.sums, self.mass
-        t0, t1, t2 = sign * limits[0], sign * limits[1], sign * limits[2]
+        if widest <= SCAN_LEVELS:
+            if not widest:  # an option's book: often no level near mid
+                return _EMPTY
+            # Few levels: summed best first, as the reference does. Signed notional: the bids' sums come out
+            # negated, exactly (rounding is symmetric).
+            inner = bisect_right(keys, sign * limits[0], 0, widest)
+            middle = bisect_right(keys, sign * limits[1], inner, widest)
+            sums = list(accumulate(map(mul, keys[:widest], self.sizes[:widest])))
+            return (sign * sums[inner - 1] if inner else 0.0, sign * sums[middle - 1] if middle else 0.0,
+                    sign * sums[-1])
+        # Many levels: the rings, after moving their edges to the limits clipped to the worst kept level. Few
+        # levels change ring, as the mid moves a few ticks between reads.
+        worst = keys[kept - 1]
+        edges, sums, mass = self.edges, self.sums, self.mass
+        t0 = sign * limits[0]
         if t0 >= worst:  # the whole side inside the narrowest band: rings 1 and 2 stay empty
             e0, e2 = edges[0], edges[2]
-            if e0 == e2 != worst:  # and were: levels pass between ring 0 and none
-                lo, hi = sorted((bisect_right(self.keys, e0), bisect_right(self.keys, worst)))
-                if lo != hi:
-                    self._pass(0, self._sum(lo, hi) if worst > e0 else -self._sum(lo, hi), hi - lo)
+            if e0 == e2 != worst:  # and were: the levels between the old and the new worst pass to or from ring 0
+                was, now = bisect_right(keys, e0), bisect_right(keys, worst)
+                if was < now:
+                    self._pass(0, self._sum(was, now), now - was)
+                elif now < was:
+                    self._pass(0, -self._sum(now, was), was - now)
                 edges[:] = worst, worst, worst
             elif e0 != worst or e2 != worst:
                 self._move([worst, worst, worst])
         else:
+            t1, t2 = sign * limits[1], sign * limits[2]
             targets = [t0 if t0 < worst else worst, t1 if t1 < worst else worst, t2 if t2 < worst else worst]
             if targets != edges:
                 self._move(targets)

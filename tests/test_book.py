@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,3 +185,25 @@ def test_the_mid_follows_the_best_prices_across_reads() -> None:
     assert book.depth() is None and book.depth() is None
     assert book.update([(98.0, 3.0)], [(99.5, 0.0)])
     assert book.depth() == depth_from_levels([*bids, (98.0, 3.0)], asks)
+
+
+@pytest.mark.parametrize("keep", [50, 200])
+def test_a_deep_side_inside_the_narrowest_band_follows_its_worst_level(keep: int) -> None:
+    """More than ``SCAN_LEVELS`` levels a side, all within 0.5 % of mid (a liquid book read in rings): deltas
+    that add levels beyond the worst kept one, delete it, or push it out of the kept ones, read after each."""
+    bids = [(100.0 - 0.001 * i, 1.0 + i) for i in range(60)]
+    asks = [(100.001 + 0.001 * i, 2.0 + 0.5 * i) for i in range(60)]
+    book, model = Book(keep), (dict(bids), dict(asks))
+    assert book.snapshot(bids, asks)
+    assert_same(book, model)
+    deltas = [
+        ([(99.9, 3.0), (99.95, 0.25)], [(100.1, 4.0)]),  # beyond the worst: it moves out
+        ([(99.9, 0.0), (99.941, 0.0)], [(100.1, 0.0), (100.06, 0.0)]),  # the worst deleted: it moves in
+        ([(99.9995, 5.0), (99.9985, 1.5)], [(100.0005, 1.0)]),  # new best levels push the kept worst out
+        ([(99.9995, 0.0)], [(100.0005, 0.0), (100.002, 7.0)]),
+    ]
+    for delta in deltas:
+        assert book.update(*delta)
+        for side, changes in zip(model, delta, strict=True):
+            merged(side, changes)
+        assert_same(book, model)
