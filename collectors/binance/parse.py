@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from time import time_ns
 from typing import Final
 
 import msgspec
@@ -24,12 +25,12 @@ from collectors.binance import schemas
 from collectors.binance.spec import ALL_LIQUIDATIONS_STREAM, asset_of
 from collectors.parsing import (
     GENESIS_NS,
+    MAX_AHEAD_NS,
     NS_PER_MS,
     ParseResult,
     Sequencer,
     funding_rate,
     guarded,
-    latest_ns,
     ms_to_ns,
     num,
     one_pass,
@@ -165,14 +166,14 @@ class BinanceParser:
         asset = self._assets.get(symbol)
         if asset is None:
             return reject("unknown_symbol", symbol)
-        # num(), ms_to_ns() and tradable(), inlined: the calls cost more than the checks.
+        # num(), ms_to_ns(), latest_ns() and tradable(), inlined: the calls cost more than the checks.
         try:
             price, size = float(msg.p), float(msg.q)
         except ValueError:
             price = size = math.nan
         ts_event = msg.T * NS_PER_MS
         if not (0.0 < price < _INF and 0.0 < size < _INF and price * size < _INF
-                and GENESIS_NS <= ts_event <= latest_ns()):
+                and GENESIS_NS <= ts_event <= time_ns() + MAX_AHEAD_NS):
             return reject("bad_value", f"{symbol} aggTrade p={msg.p!r} q={msg.q!r} T={msg.T}")
         trade_id = msg.l if msg.a is None else msg.a
         if (late := self._trade_ids.check(symbol, trade_id)) is not None:

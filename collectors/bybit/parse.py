@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from time import time_ns
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -31,12 +32,12 @@ from collectors.instruments import Instrument
 from collectors.parsing import (
     EMPTY,
     GENESIS_NS,
+    MAX_AHEAD_NS,
     NS_PER_MS,
     ParseResult,
     Sequencer,
     funding_rate,
     guarded,
-    latest_ns,
     ms_to_ns,
     num,
     one_pass,
@@ -164,8 +165,14 @@ class BybitParser:
         # The frequent small pushes in one pass when the frame starts as Bybit writes them; anything else, or
         # what that decoder refuses, goes the general way, which says what is wrong.
         prefix = frame[:12] if isinstance(frame, bytes) else None
-        fast = self._one_pass.get(prefix) if prefix is not None else None
-        if fast is not None and (msg := one_pass(fast[0], frame)) is not None:
+        # Invalid UTF-8 inside a book's data sends it the general way too, which names a fault of the envelope
+        # first, as it always has for books. Books first: the most frequent push.
+        if prefix == b'{"topic":"or':
+            if (book := one_pass(self._book_frame, frame, (msgspec.DecodeError, UnicodeError))) is not None \
+                    and (result := self._book_push(book, ts_recv)) is not None:
+                return result
+        elif (fast := self._one_pass.get(prefix) if prefix is not None else None) is not None \
+                and (msg := one_pass(fast[0], frame)) is not None:
             _, kind, push = fast
             head, _, symbol = (msg.topic or "").partition(".")
             if head == kind:
@@ -173,12 +180,6 @@ class BybitParser:
                 if asset is None:
                     return reject("unknown_symbol", symbol)
                 return push(symbol, asset, msg, msg.data, ts_recv)
-        # Invalid UTF-8 inside a book's data sends it the general way too, which names a fault of the envelope
-        # first, as it always has for books.
-        elif prefix == b'{"topic":"or' \
-                and (book := one_pass(self._book_frame, frame, (msgspec.DecodeError, UnicodeError))) is not None \
-                and (result := self._book_push(book, ts_recv)) is not None:
-            return result
         env = self._envelope.decode(frame)
         topic = env.topic
         if topic is None:
@@ -230,7 +231,7 @@ class BybitParser:
         if recent is None:
             recent = self._trades[symbol] = _RecentTrades()
         ids, last_ms = recent.ids, recent.last_ms
-        latest = latest_ns()
+        latest = time_ns() + MAX_AHEAD_NS  # latest_ns(), inlined
         events: list[Event] = []
         rejects: list[Reject] = []
         for t in items:
@@ -323,7 +324,7 @@ class BybitParser:
         if msg.s != symbol:
             return reject("malformed", f"{topic} carries s={msg.s!r}")
         ts_event = (cts or ts) * NS_PER_MS  # ms_to_ns(), inlined: both are int
-        if not GENESIS_NS <= ts_event <= latest_ns():
+        if not GENESIS_NS <= ts_event <= time_ns() + MAX_AHEAD_NS:
             return reject("bad_value", f"{topic} cts={cts} ts={ts}")
         if kind == "snapshot":  # the first, a resend after trouble on Bybit's side, or u == 1 after a restart
             if state is None:
@@ -377,8 +378,8 @@ class BybitParser:
         kind = head.type
         if kind != "snapshot" and kind != "delta":
             return reject("malformed", f"{topic} type {kind!r}")
-        ts_event = ms_to_ns(head.ts)
-        if ts_event is None:
+        ts_event = head.ts * NS_PER_MS  # ms_to_ns(), inlined: ts is int
+        if not GENESIS_NS <= ts_event <= time_ns() + MAX_AHEAD_NS:
             return reject("bad_value", f"{topic} ts={head.ts}")
         state = self._tickers.get(symbol)
         if kind == "snapshot":
