@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from detector.state import LONG, SHORT, with_rows_of
+from detector.sums import interleaved_sum
 
 BANDS: Final = (0.01, 0.02, 0.05, 0.10)
 """The bands of ``fuel_query``: fuel within this fraction below / above the price."""
@@ -170,7 +171,7 @@ def _anchor(state, i, side, kp):
 @njit(cache=True, nogil=True)
 def _scale(row, keep):
     """Multiply a map row by ``keep`` (0..1); returns the USD removed."""
-    total = row.sum()
+    total = interleaved_sum(row, 0, row.shape[0])
     row *= keep
     return total * (1.0 - keep)
 
@@ -301,7 +302,7 @@ def fuel_oi(state, i, t, price, d_oi_usd, buy_share, lev, weight, mmr, width):
                 row, state.k_lo[i, side], price, usd, 2 * side - 1, lev, weight, wsum, mmr, width
             )
         elif d_oi_usd < 0.0:
-            total = row.sum()
+            total = interleaved_sum(row, 0, row.shape[0])
             if total > 0.0:
                 state.ledger[i, side, L_CLOSED] += _scale(row, 1.0 - min(1.0, -d_oi_usd * (1.0 - share) / total))
     return APPLIED
