@@ -50,7 +50,7 @@ from detector.state import (
     thresholds,
     with_rows_of,
 )
-from detector.wire import wire_columns
+from detector.wire import ASSET, VENUE, NameTable, wire_columns
 from flushwatch.events import Event
 from flushwatch.settings import Settings
 from flushwatch.signals import AssetState, SideState, Signal, StageChange, stage_name
@@ -154,6 +154,8 @@ class Detector:
         self.venues: list[str] = []
         """Venue names by the id the market arrays know them by."""
         self._venue_ids: dict[str, int] = {}
+        self._names = NameTable()
+        """``self._slots`` and ``self._venue_ids`` as the wire path reads them: cleared when they are replaced."""
         self._fold_args = (int(GRACE_S * 1e9), int(OI_STALE_S * 1e9), int(DEPTH_STALE_S * 1e9))
         self._params = pack(settings.detector)
         self._thresholds = thresholds(settings.detector)
@@ -217,7 +219,8 @@ class Detector:
         """The stream columns of one stream entry's batch (``flushwatch.streams.entry_payload``): read straight
         from the bytes (``detector.wire``), or through event objects for what that path does not read. Raises
         ``ValueError`` (``msgspec.DecodeError`` is one) for a payload that is not a batch of events."""
-        wire = wire_columns(payload)
+        base = len(self.assets), len(self.venues)
+        wire = wire_columns(payload, self._names, base)
         if wire is None:
             events = decode_event_batch(payload)
             # msgspec takes any int up to 2**64 for a time; refused before a name is numbered, not half-applied
@@ -225,11 +228,24 @@ class Detector:
                        for e in events):
                 raise ValueError("an event time outside the int64 range")
             return self.columns_of(events)
-        # Names are numbered in order of first appearance in the entry, as columns_of numbers them.
-        slots = np.array(_numbered(wire.asset_names, self._slots, self._slot), np.int32)
-        venues = np.array(_numbered(wire.venue_names, self._venue_ids, self._venue_id), np.int32)
-        return (wire.kind, slots[wire.asset], venues[wire.venue], wire.ts, wire.v0, wire.v1, wire.v2,
-                np.zeros(len(wire.ts)), wire.recv)
+        # Names are numbered in order of first appearance in the entry, as columns_of numbers them: those the
+        # table holds come numbered, and the others are numbered here after them, as new names in that order.
+        slots = self._learned(ASSET, wire.asset, wire.asset_names, base[ASSET], self._slots, self._slot)
+        venues = self._learned(VENUE, wire.venue, wire.venue_names, base[VENUE], self._venue_ids, self._venue_id)
+        return (wire.kind, slots, venues, wire.ts, wire.v0, wire.v1, wire.v2, np.zeros(len(wire.ts)), wire.recv)
+
+    def _learned(self, which: int, column: np.ndarray, new: list[str], base: int, numbers: dict[str, int],
+                 add: Callable[[str], int]) -> np.ndarray:
+        """``column`` of ``wire_columns`` with its ``new`` names (numbered ``base + i`` there) numbered as
+        ``numbers`` has them or ``add`` numbers them, and taught to the name table."""
+        if not new:
+            return column
+        got = _numbered(new, numbers, add)
+        self._names.learn(which, new, got)
+        if got == list(range(base, base + len(got))):
+            return column
+        # Some were numbered before the table held them (by ``columns_of``, ``restore_baselines``, a restore).
+        return np.concatenate([np.arange(base, dtype=np.int32), np.array(got, np.int32)])[column]
 
     def process_columns(self, columns: StreamColumns) -> list[Signal]:
         """Take events as stream columns (``detector.batch.stream_columns``, slots and venue ids from this
@@ -322,6 +338,7 @@ class Detector:
         self._active, self._recv, self._state_due = whole.rows
         self.assets, self._slots = assets, {asset: slot for slot, asset in enumerate(assets)}
         self.venues, self._venue_ids = venues, {venue: i for i, venue in enumerate(venues)}
+        self._names.clear()
         self._next_eval_ns, self._trigger_recv, self.events = clocks
         self._segment = segment
 

@@ -10,6 +10,10 @@ payload, legal forms msgspec's encoder never writes (float32, extra trailing fie
 two NaNs multiplied or added (the result depends on operand order) -- gives ``None``, and the caller
 decodes that payload with msgspec, which accepts or rejects it. So every length is checked here (numba
 does no bounds checks) and an error is a return code, never an exception.
+
+A caller that reads many payloads keeps a ``NameTable`` of the names it has numbered: a name the table holds
+comes out as its number, and only the names it does not hold yet are returned as ``str`` for the caller to
+number (and then teach the table), so a steady stream turns no name into a Python string.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ class WireColumns(NamedTuple):
     kind: np.ndarray
     """int8, the ``detector.batch`` kind codes."""
     asset: np.ndarray
-    """int32, index into ``asset_names``."""
+    """int32, the asset's number (``wire_columns`` says which)."""
     venue: np.ndarray
-    """int32, index into ``venue_names``."""
+    """int32, the venue's number."""
     ts: np.ndarray
     """int64, ``ts_event`` in ns."""
     recv: np.ndarray
@@ -41,9 +45,9 @@ class WireColumns(NamedTuple):
     v2: np.ndarray
     """float64, as ``detector.batch.stream_columns`` defines them."""
     asset_names: list[str]
-    """Distinct assets in order of first appearance in the payload."""
+    """Distinct assets new to the caller's ``NameTable``, in order of first appearance in the payload."""
     venue_names: list[str]
-    """Distinct venues in order of first appearance."""
+    """Distinct venues new to it, in order of first appearance."""
 
 
 ASSET, VENUE = 0, 1
@@ -225,11 +229,43 @@ def _kind(buf: np.ndarray, start: int, length: int) -> int:
     return -1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _find(slots: np.ndarray, hashes: np.ndarray, spans: np.ndarray, store: np.ndarray, which: int, h: np.uint64,
+          buf: np.ndarray, start: int, size: int) -> tuple[int, int]:
+    """``(slot, number)`` of the name ``buf[start : start + size]`` in table ``which`` of an open-addressing
+    table whose name ``number`` hashes to ``hashes[which, number]`` and is ``store[spans[which, number]]``
+    (start, length); ``number`` is -1 when the name is not there, and ``slot`` then the free slot it takes.
+    Bytes are compared on every hash match, so two names never share a number."""
+    mask = np.uint64(slots.shape[1] - 1)
+    slot = np.int64(h & mask)
+    number = slots[which, slot]
+    while number >= 0 and (hashes[which, number] != h or spans[which, number, 1] != size
+                           or not _same(store, spans[which, number, 0], buf, start, size)):
+        slot = np.int64(np.uint64(slot + 1) & mask)
+        number = slots[which, slot]
+    return int(slot), number
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _place(slots: np.ndarray, which: int, h: np.uint64, number: int) -> None:
+    """Put ``number``, a name not in table ``which`` yet, in the first free slot from its hash ``h``."""
+    mask = np.uint64(slots.shape[1] - 1)
+    slot = np.int64(h & mask)
+    while slots[which, slot] >= 0:
+        slot = np.int64(np.uint64(slot + 1) & mask)
+    slots[which, slot] = number
+
+
 @njit(cache=True, nogil=True)
-def _columns(buf: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                        np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(ok, kind, asset, venue, ts, recv, v0, v1, v2, text, ends)``: name table ``t`` (``ASSET``,
-    ``VENUE``) has ``ends[t, 0]`` names, joined by NULs in ``text[t]``, name ``i`` ending at ``ends[t, 1 + i]``.
+def _columns(buf: np.ndarray, held: np.ndarray, held_hashes: np.ndarray, held_spans: np.ndarray,
+             held_text: np.ndarray, key: np.uint64, asset_base: int, venue_base: int
+             ) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                        np.ndarray, np.ndarray, np.ndarray]:
+    """``(ok, kind, asset, venue, ts, recv, v0, v1, v2, text, ends)``. A name the ``held`` table (a
+    ``NameTable``'s arrays, ``key`` its hash mask) holds comes out as its number there; the others are new:
+    name table ``t`` (``ASSET``, ``VENUE``) has ``ends[t, 0]`` of them, in order of first appearance, joined by
+    NULs in ``text[t]``, new name ``i`` ending at ``ends[t, 1 + i]`` and numbered ``i`` past the table's
+    ``asset_base`` or ``venue_base``.
 
     One function, its helpers inlined by numba: a call that passes arrays pays their reference counts, and
     calls per field made this path five times slower (~230 ns an event instead of ~45)."""
@@ -240,17 +276,16 @@ def _columns(buf: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray,
     asset, venue = np.empty(n, np.int32), np.empty(n, np.int32)
     ts, recv = np.empty(n, np.int64), np.empty(n, np.int64)
     v0, v1, v2 = np.empty(n), np.empty(n), np.empty(n)
-    # Names by first appearance: open addressing (at most half full) from the FNV-1a hash to the name's
-    # number, whose bytes are compared on every match, so two names never share a number. The previous name
-    # is tried first: a batch mostly repeats one venue, and assets come in runs.
+    # New names by first appearance: open addressing (at most half full) from the FNV-1a hash to the name's
+    # number in the entry. The previous name is tried first: a batch mostly repeats one venue, and assets come
+    # in runs.
     slots = 8
     while slots < 2 * n:
         slots *= 2
-    mask = np.uint64(slots - 1)
     table = np.full((2, slots), -1, np.int32)
     hashes = np.empty((2, n), np.uint64)
     spans = np.empty((2, n, 2), np.int64)
-    last = np.full(2, -1, np.int64)
+    last_start, last_size, last_number = np.zeros(2, np.int64), np.full(2, -1, np.int64), np.zeros(2, np.int64)
     text, ends = np.empty((2, buf.size + n), np.uint8), np.zeros((2, n + 1), np.int64)
     values = np.empty(9)
     row = 0
@@ -271,31 +306,25 @@ def _columns(buf: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray,
             if field == 1:
                 continue
             which = VENUE if field == 0 else ASSET
-            number = last[which]
-            if number < 0 or spans[which, number, 1] != size or not _same(buf, spans[which, number, 0], buf, start,
-                                                                          size):
+            if last_size[which] != size or not _same(buf, last_start[which], buf, start, size):
                 h = _fnv(buf, start, size)
-                slot = np.int64(h & mask)
-                number = table[which, slot]
-                while number >= 0 and hashes[which, number] != h:
-                    slot = np.int64(np.uint64(slot + 1) & mask)
-                    number = table[which, slot]
+                _, number = _find(held, held_hashes, held_spans, held_text, which, h & key, buf, start, size)
                 if number < 0:
-                    number = ends[which, 0]
-                    ends[which, 0] += 1
-                    table[which, slot] = number
-                    hashes[which, number] = h
-                    spans[which, number, 0], spans[which, number, 1] = start, size
-                    at = ends[which, number] + 1 if number else 0
-                    for j in range(size):  # a slice assignment would copy through a temporary
-                        text[which, at + j] = buf[start + j]
-                    text[which, at + size] = 0
-                    ends[which, number + 1] = at + size
-                elif spans[which, number, 1] != size or not _same(buf, spans[which, number, 0], buf, start, size):
-                    pos = -1  # another name with the same hash
-                    break
-                last[which] = number
-            (venue if which == VENUE else asset)[row] = number
+                    slot, number = _find(table, hashes, spans, buf, which, h, buf, start, size)
+                    if number < 0:
+                        number = ends[which, 0]
+                        ends[which, 0] += 1
+                        table[which, slot] = number
+                        hashes[which, number] = h
+                        spans[which, number, 0], spans[which, number, 1] = start, size
+                        at = ends[which, number] + 1 if number else 0
+                        for j in range(size):  # a slice assignment would copy through a temporary
+                            text[which, at + j] = buf[start + j]
+                        text[which, at + size] = 0
+                        ends[which, number + 1] = at + size
+                    number += venue_base if which == VENUE else asset_base
+                last_start[which], last_size[which], last_number[which] = start, size, number
+            (venue if which == VENUE else asset)[row] = last_number[which]
         ts[row], pos = _int(buf, pos)
         recv[row], pos = _int(buf, pos)
         for j in range(_FLOATS[code]):  # one call site: each inlined read is compile time
@@ -339,10 +368,98 @@ def _names(text: np.ndarray, ends: np.ndarray) -> list[str]:
     return [joined[start:stop].decode() for start, stop in zip(starts, stops, strict=True)]  # names with a NUL
 
 
-def wire_columns(payload: bytes) -> WireColumns | None:
+@njit(cache=True, nogil=True)
+def _learn(slots: np.ndarray, hashes: np.ndarray, spans: np.ndarray, text: np.ndarray, which: int, used: int,
+           key: np.uint64, joined: np.ndarray, lengths: np.ndarray, numbers: np.ndarray) -> None:
+    """Put the names ``joined`` (``lengths`` bytes each, none in table ``which`` yet) in it as ``numbers``, their
+    bytes from ``text[used]`` on; the caller made room."""
+    start = 0
+    for i in range(lengths.size):
+        size, number = lengths[i], numbers[i]
+        h = _fnv(joined, start, size) & key
+        for j in range(size):
+            text[used + j] = joined[start + j]
+        hashes[which, number] = h
+        spans[which, number, 0], spans[which, number, 1] = used, size
+        _place(slots, which, h, number)
+        start += size
+        used += size
+
+
+@njit(cache=True, nogil=True)
+def _rehashed(hashes: np.ndarray, spans: np.ndarray, size: int) -> np.ndarray:
+    """Slots for both tables, ``size`` each, holding every name ``spans`` holds."""
+    slots = np.full((2, size), -1, np.int32)
+    for which in range(2):
+        for number in range(spans.shape[1]):
+            if spans[which, number, 1] >= 0:
+                _place(slots, which, hashes[which, number], number)
+    return slots
+
+
+class NameTable:
+    """Names already numbered, kept across payloads so that ``wire_columns`` gives them their number without a
+    Python string: a cache of a detector's numbering, which must be ``clear``-ed whenever that numbering is
+    replaced (it only ever learns a name with the number the numbering gives it).
+
+    Two tables (``ASSET``, ``VENUE``) share the arrays: open addressing (at most half full) from the FNV-1a hash,
+    masked with ``key``, to the name's number; name ``number`` of table ``t`` is ``text[start : start + length]``
+    with ``(start, length) = spans[t, number]``, a length of -1 when the table does not hold that number. ``key``
+    exists for the tests: a narrow one makes names share a hash, which the byte comparison must tell apart."""
+
+    def __init__(self, key: int = (1 << 64) - 1) -> None:
+        self.key = np.uint64(key)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every name."""
+        self.slots = np.full((2, 8), -1, np.int32)
+        self.hashes = np.zeros((2, 4), np.uint64)
+        self.spans = np.full((2, 4, 2), -1, np.int64)
+        self.text = np.empty(256, np.uint8)
+        self.used = 0
+        """Bytes of ``text`` the names fill."""
+        self.held = [0, 0]
+        """Names in each table."""
+
+    def learn(self, which: int, names: list[str], numbers: list[int]) -> None:
+        """Hold ``names``, which it does not hold yet, as ``numbers``."""
+        if not names:
+            return
+        encoded = [name.encode() for name in names]
+        joined = np.frombuffer(b"".join(encoded), np.uint8)
+        top = max(numbers) + 1
+        if top > self.spans.shape[1]:
+            more = max(top, 2 * self.spans.shape[1]) - self.spans.shape[1]
+            self.hashes = np.concatenate([self.hashes, np.zeros((2, more), np.uint64)], axis=1)
+            self.spans = np.concatenate([self.spans, np.full((2, more, 2), -1, np.int64)], axis=1)
+        if self.used + joined.size > self.text.size:
+            self.text = np.concatenate([self.text, np.empty(max(self.used + joined.size, 2 * self.text.size)
+                                                            - self.text.size, np.uint8)])
+        self.held[which] += len(names)
+        if 2 * self.held[which] > self.slots.shape[1]:
+            size = self.slots.shape[1]
+            while 2 * self.held[which] > size:
+                size *= 2
+            self.slots = _rehashed(self.hashes, self.spans, size)
+        _learn(self.slots, self.hashes, self.spans, self.text, which, self.used, self.key, joined,
+               np.array([len(name) for name in encoded], np.int64), np.array(numbers, np.int64))
+        self.used += joined.size
+
+
+_NONE = NameTable()
+"""The table of a caller that keeps none, never taught: every name is new."""
+
+
+def wire_columns(payload: bytes, table: NameTable = _NONE, base: tuple[int, int] = (0, 0)) -> WireColumns | None:
     """The columns of an entry's event batch, or None when the payload holds anything the fast path does
-    not read (the caller then decodes it with msgspec, which accepts or rejects it)."""
-    ok, kind, asset, venue, ts, recv, v0, v1, v2, text, ends = _columns(np.frombuffer(payload, np.uint8))
+    not read (the caller then decodes it with msgspec, which accepts or rejects it).
+
+    A name ``table`` holds is numbered as there; the others are the columns' ``asset_names`` and
+    ``venue_names``, the ``i``-th numbered ``base[t] + i`` (table ``t`` as ``ASSET``, ``VENUE``). With the
+    defaults, every name is in the lists and numbered by its place there."""
+    ok, kind, asset, venue, ts, recv, v0, v1, v2, text, ends = _columns(
+        np.frombuffer(payload, np.uint8), table.slots, table.hashes, table.spans, table.text, table.key, *base)
     if not ok:
         return None
     try:

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
+import pytest
 import test_bybit_recording
 import test_fuzz_parsers
 from conftest import shared_data
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from collectors.venues import parser_for
 from detector.batch import stream_columns
-from detector.wire import WireColumns, wire_columns
+from detector.wire import ASSET, VENUE, NameTable, WireColumns, wire_columns
 from flushwatch.events import Depth, Event, FundingMark, Liquidation, OpenInterest, Trade
 from flushwatch.recordings import Recordings
 from flushwatch.streams import encode_batch
@@ -309,3 +310,76 @@ def test_recorded_events() -> None:
         assert isinstance(payload, bytes)
         got, want = check(payload)
         assert got is not None and want is not None
+
+
+# ---------------------------------------------------------------------------------------------- name table
+
+def numbered_through(table: NameTable, numbers: tuple[dict[str, int], dict[str, int]], payload: bytes) -> None:
+    """Read ``payload`` with ``table`` as a detector numbering names ``0, 1, ...`` by first appearance would
+    (``numbers``, one dict for assets, one for venues), checking every name's number against the reference's
+    names, then teach the table the new ones."""
+    base = len(numbers[ASSET]), len(numbers[VENUE])
+    got, want = wire_columns(payload, table, base), reference(payload)
+    if got is None:
+        return
+    assert want is not None
+    for t, column, new, names, want_column in ((ASSET, got.asset, got.asset_names, want.asset_names, want.asset),
+                                                (VENUE, got.venue, got.venue_names, want.venue_names, want.venue)):
+        assert new == [name for name in names if name not in numbers[t]]  # held ones are not decoded
+        for name in new:
+            numbers[t][name] = len(numbers[t])
+        assert column.dtype == np.int32
+        assert column.tolist() == [numbers[t][names[i]] for i in want_column.tolist()]
+        table.learn(t, new, [numbers[t][name] for name in new])
+    assert_same(got._replace(asset=want.asset, venue=want.venue, asset_names=want.asset_names,
+                             venue_names=want.venue_names), want)
+
+
+KEYS: Final = [(1 << 64) - 1, 0, 1]
+"""Hash masks for the table: the real one, one that gives every name the same hash, one that gives two."""
+
+
+ALIKE: Final = st.one_of(NAMES, st.text("AB\x00é", min_size=2, max_size=2))
+"""Names, many of them of the same length: with a narrow hash mask, only their bytes tell them apart."""
+
+
+@PROPERTY
+@given(st.lists(ALIKE, min_size=1, max_size=8, unique=True), st.data(), st.sampled_from(KEYS))
+def test_a_name_table_numbers_what_it_holds(pool: list[str], data: st.DataObject, key: int) -> None:
+    """Entries of a stream over a few names: names of earlier entries come out numbered, new ones mixed in."""
+    at = st.integers(0, len(pool) - 1)
+    entries = data.draw(st.lists(st.lists(st.tuples(at, at), min_size=1, max_size=8), min_size=2, max_size=5))
+    table, numbers = NameTable(key), ({}, {})
+    for entry in entries:
+        numbered_through(table, numbers, _encode([Trade(pool[v], "X", pool[a], 1, 2, 1.0, 2.0, "buy")
+                                                  for v, a in entry]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_names_sharing_a_hash_are_told_apart_by_their_bytes(key: int) -> None:
+    table, numbers = NameTable(key), ({}, {})
+    btc = Trade("binance", "BTCUSDT", "BTC", 1, 2, 1.0, 2.0, "buy")
+    eth = Trade("bitmexx", "ETHUSDT", "ETH", 1, 2, 1.0, 2.0, "buy")  # names of the same lengths as BTC's
+    numbered_through(table, numbers, _encode([btc]))
+    got = wire_columns(_encode([eth, btc, eth]), table, (1, 1))
+    assert got is not None and got.asset_names == ["ETH"] and got.venue_names == ["bitmexx"]
+    assert got.asset.tolist() == got.venue.tolist() == [1, 0, 1]
+    numbered_through(table, numbers, _encode([eth, btc, eth]))
+    got = wire_columns(_encode([btc, eth]), table, (2, 2))
+    assert got is not None and got.asset_names == got.venue_names == []
+    assert got.asset.tolist() == got.venue.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("key", [(1 << 64) - 1, 0xF])
+def test_a_name_table_grows(key: int) -> None:
+    """Thousands of names over many entries: the table's arrays grow and its slots are rehashed, more than once."""
+    rng = np.random.default_rng(7)
+    events: list[Event] = [Trade(f"v{v}", "X", f"A{a}" * (1 + a % 3), 1, 2, 1.0, 2.0, "sell")
+                           for v, a in zip(rng.integers(0, 40, 6000).tolist(),
+                                           np.minimum(rng.integers(0, 3000, 6000), np.arange(6000) // 2).tolist(),
+                                           strict=True)]
+    table, numbers = NameTable(key), ({}, {})
+    for start in range(0, len(events), 200):
+        numbered_through(table, numbers, _encode(events[start : start + 200]))
+    assert len(numbers[ASSET]) > 2000 and len(numbers[VENUE]) == 40
+    assert table.held == [len(numbers[ASSET]), len(numbers[VENUE])]
