@@ -115,12 +115,14 @@ def alert(config: ConfigOption = None) -> None:
 
 @app.command()
 def warmup(config: ConfigOption = None) -> None:
-    """Compile every detector kernel into the numba cache (NUMBA_CACHE_DIR) and exit: an image built or a pod
-    initialised this way starts without compiling."""
+    """Compile every detector kernel into the numba cache (this version's directory in NUMBA_CACHE_DIR) and exit:
+    an image built or a pod initialised this way starts without compiling."""
+    import numba
+
     from flushwatch.daemon import warm_up_kernels
 
     seconds = warm_up_kernels(_settings(config))
-    print(f"detector kernels ready in {seconds:.2f} s (cache: {os.environ.get('NUMBA_CACHE_DIR', 'beside the code')})")
+    print(f"detector kernels ready in {seconds:.2f} s (cache: {numba.config.CACHE_DIR})")
 
 
 def parse_shard(text: str, shards: int, hostname: str) -> int:
