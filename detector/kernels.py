@@ -110,6 +110,7 @@ from detector.state import (
     VT_PRICE,
     VT_TRADE,
 )
+from detector.sums import interleaved_sum
 
 FUNDING_PCT_SPAN: Final = 0.45  # percentile 0.5 -> 0, 0.95 -> 1
 
@@ -226,9 +227,12 @@ def lagged_mean(ring, last, i, s, m_lo, m_hi):
     (after its newest minute: no liquidation since; the settings keep the range inside the ring)."""
     cap = ring.shape[2]
     cur = last[i, s]
+    lo, hi = max(m_lo, cur - cap + 1), min(m_hi, cur)
     total = 0.0
-    for m in range(max(m_lo, cur - cap + 1), min(m_hi, cur) + 1):
-        total += ring[i, s, m % cap]
+    if hi >= lo:  # the held minutes are one run modulo cap: two plain ranges of the row
+        row, start, n = ring[i, s], lo % cap, hi - lo + 1
+        head = min(n, cap - start)
+        total = interleaved_sum(row, start, start + head) + interleaved_sum(row, 0, n - head)
     return total / (m_hi - m_lo + 1)
 
 
