@@ -136,7 +136,9 @@ class Pipeline:
         self._stack = contextlib.AsyncExitStack()
         self._dir = Path(tempfile.mkdtemp(prefix="flushwatch-load-"))
         self.prefix = f"load-{uuid.uuid4().hex[:6]}/v1"
-        self.metrics_port = free_port()
+        self.metrics_port = 0
+        """Picked when the daemon's environment is made: picked before the servers and fake venues started,
+        one of them could take it first (they bind port 0 too)."""
         self.daemon: asyncio.subprocess.Process | None = None
         self._sub: asyncio.subprocess.Process | None = None
 
@@ -167,6 +169,7 @@ class Pipeline:
         return server
 
     def daemon_env(self, oi_poll_s: float) -> dict[str, str]:
+        self.metrics_port = free_port()
         return {
             **os.environ,
             "FLUSHWATCH_REDIS_URL": self.redis_server.url,
