@@ -28,6 +28,7 @@ from collectors.book import Book
 from collectors.bybit import schemas
 from collectors.bybit.schemas import Scalar
 from collectors.bybit.spec import LIQUIDATIONS, ORDERBOOK, TICKERS, TRADES, VENUE, request
+from collectors.bybit.ticker import DEFAULT_FUNDING_INTERVAL_H, FUNDING_FIELDS, OI_FIELDS, funding_of, open_interest_of
 from collectors.instruments import Instrument
 from collectors.parsing import (
     EMPTY,
@@ -36,12 +37,10 @@ from collectors.parsing import (
     NS_PER_MS,
     ParseResult,
     Sequencer,
-    funding_rate,
     guarded,
     ms_to_ns,
     num,
     one_pass,
-    positive,
     reject,
     tradable,
 )
@@ -49,16 +48,12 @@ from collectors.rejects import Reject, RejectReason
 from flushwatch.events import (
     Depth,
     Event,
-    FundingMark,
     Liquidation,
-    OpenInterest,
     PositionSide,
     TakerSide,
     Trade,
-    funding_mark,
 )
 
-DEFAULT_FUNDING_INTERVAL_H: Final = 8.0
 DEPTH_INTERVAL_NS: Final = 100 * NS_PER_MS
 """Depth is reported at most this often per book (venue time), every delta still folded in. ``orderbook.50``
 pushes every 20 ms; banding 50 levels per push would cost more than all the rest of the feed, and 100 ms is
@@ -69,8 +64,6 @@ RECENT_TRADE_IDS: Final = 4096
 
 _TAKER: Final[dict[str, TakerSide]] = {"Buy": "buy", "Sell": "sell"}
 _POSITION: Final[dict[str, PositionSide]] = {"Buy": "long", "Sell": "short"}  # Bybit's S is the position's
-_FUNDING_FIELDS: Final = frozenset({"markPrice", "indexPrice", "fundingRate", "fundingIntervalHour", "nextFundingTime"})
-_OI_FIELDS: Final = frozenset({"singleOpenInterest", "openInterest"})
 _INF: Final = math.inf
 
 Handler = Callable[[str, schemas.Envelope, int], ParseResult]
@@ -78,21 +71,9 @@ Push = Callable[[str, str, schemas.Header, Any, int], ParseResult]
 """``(symbol, asset, header, decoded data, ts_recv)``: a push of a watched symbol."""
 
 
-def _given(value: Scalar) -> bool:
-    """A ticker field that carries a value (Bybit sends ``""`` for what does not apply)."""
-    return value is not None and value != ""
-
-
 def _digits(text: str, most: int) -> bool:
     """ASCII digits only (``str.isdigit`` takes "²"), and few enough for ``int`` to be cheap and safe."""
     return 0 < len(text) <= most and text.isascii() and text.isdigit()
-
-
-def _next_funding_ns(value: Scalar) -> int | None:
-    """``nextFundingTime`` (ms text) in ns; 0 when not given, ``None`` when not a time."""
-    if value is None or value in ("", "0") or (type(value) is int and value == 0):
-        return 0
-    return ms_to_ns(value) if isinstance(value, str) or type(value) is int else None
 
 
 class _RecentTrades:
@@ -398,57 +379,20 @@ class BybitParser:
             # funding and open-interest field up in it.
             funding_changed = oi_changed = False
             for name, value in data.items():
-                if name in _FUNDING_FIELDS:
+                if name in FUNDING_FIELDS:
                     funding_changed = funding_changed or value != state.get(name)
-                elif name in _OI_FIELDS:
+                elif name in OI_FIELDS:
                     oi_changed = oi_changed or value != state.get(name)
             state.update(data)  # an absent field has not changed
         if not (funding_changed or oi_changed):
             return EMPTY
         events: list[Event] = []
         rejects: list[Reject] = []
-        for changed, build in ((funding_changed, self._funding), (oi_changed, self._open_interest)):
-            if changed:
-                out = build(symbol, asset, state, ts_event, ts_recv)
-                if isinstance(out, Reject):
-                    rejects.append(out)
-                elif out is not None:
-                    events.append(out)
+        interval_h = self._interval_h.get(symbol, DEFAULT_FUNDING_INTERVAL_H)
+        for out in (funding_of(symbol, asset, state, ts_event, ts_recv, interval_h) if funding_changed else None,
+                    open_interest_of(symbol, asset, state, ts_event, ts_recv) if oi_changed else None):
+            if isinstance(out, Reject):
+                rejects.append(out)
+            elif out is not None:
+                events.append(out)
         return ParseResult(events, rejects) if events or rejects else EMPTY
-
-    def _funding(self, symbol: str, asset: str, state: dict[str, Scalar], ts_event: int, ts_recv: int,
-                 ) -> FundingMark | Reject | None:
-        rate_text = state.get("fundingRate")
-        if not _given(rate_text):
-            return None  # a dated future: no funding, and mark and index alone are not an event
-        hours = state.get("fundingIntervalHour")
-        interval = num(hours) if _given(hours) else self._interval_h.get(symbol, DEFAULT_FUNDING_INTERVAL_H)
-        next_text = state.get("nextFundingTime")
-        next_ns = _next_funding_ns(next_text)
-        mark, index, rate = num(state.get("markPrice")), num(state.get("indexPrice")), num(rate_text)
-        if not (positive(mark) and positive(index) and funding_rate(rate) and positive(interval)) or next_ns is None:
-            return Reject("bad_value", f"{symbol} ticker markPrice={state.get('markPrice')!r} indexPrice="
-                                       f"{state.get('indexPrice')!r} fundingRate={rate_text!r} interval={hours!r} "
-                                       f"nextFundingTime={next_text!r}")
-        return funding_mark(venue=VENUE, symbol=symbol, asset=asset, ts_event=ts_event, ts_recv=ts_recv,
-                            mark_price=mark, index_price=index, funding_rate=rate, funding_interval_h=interval,
-                            next_funding_ts=next_ns)
-
-    def _open_interest(self, symbol: str, asset: str, state: dict[str, Scalar], ts_event: int, ts_recv: int,
-                       ) -> OpenInterest | Reject | None:
-        single = state.get("singleOpenInterest")
-        if _given(single):
-            base = num(single)
-            value = state.get("singleOpenInterestValue")
-            usd = num(value) if _given(value) else base * num(state.get("markPrice"))
-        elif _given(both := state.get("openInterest")):
-            # Before 2026-06 Bybit sent only openInterest, which counts longs and shorts (the 2026-08 recording
-            # has openInterest == 2 x singleOpenInterest); every other venue reports one side.
-            base = num(both) / 2.0
-            usd = base * num(state.get("markPrice"))
-        else:
-            return None
-        if not (0.0 <= base < _INF and 0.0 <= usd < _INF):
-            return Reject("bad_value", f"{symbol} ticker singleOpenInterest={single!r} openInterest="
-                                       f"{state.get('openInterest')!r} markPrice={state.get('markPrice')!r}")
-        return OpenInterest(VENUE, symbol, asset, ts_event, ts_recv, base, usd)
