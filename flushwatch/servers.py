@@ -23,10 +23,20 @@ class ServerUnavailable(RuntimeError):
     """The server binary is not installed or did not come up."""
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports ``free_port`` returned in this process: a port is free until its user binds it, and the kernel may
+offer it again meanwhile (a daemon's metrics port, then its private broker's)."""
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, and not returned before by this process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
