@@ -169,9 +169,8 @@ def _anchor(state, i, side, kp):
 
 
 @njit(cache=True, nogil=True)
-def _scale(row, keep):
-    """Multiply a map row by ``keep`` (0..1); returns the USD removed."""
-    total = interleaved_sum(row, 0, row.shape[0])
+def _scale(row, keep, total):
+    """Multiply a map row holding ``total`` USD by ``keep`` (0..1); returns the USD removed."""
     row *= keep
     return total * (1.0 - keep)
 
@@ -304,7 +303,7 @@ def fuel_oi(state, i, t, price, d_oi_usd, buy_share, lev, weight, mmr, width):
         elif d_oi_usd < 0.0:
             total = interleaved_sum(row, 0, row.shape[0])
             if total > 0.0:
-                state.ledger[i, side, L_CLOSED] += _scale(row, 1.0 - min(1.0, -d_oi_usd * (1.0 - share) / total))
+                state.ledger[i, side, L_CLOSED] += _scale(row, 1.0 - min(1.0, -d_oi_usd * (1.0 - share) / total), total)
     return APPLIED
 
 
@@ -386,7 +385,7 @@ def fuel_decay(state, i, t, half_life_s):
         if last < t and last > -_INF:
             keep = 0.5 ** ((t - last) / half_life_s)
             row = state.long_fuel[i] if side == LONG else state.short_fuel[i]
-            state.ledger[i, side, L_DECAYED] += _scale(row, keep)
+            state.ledger[i, side, L_DECAYED] += _scale(row, keep, interleaved_sum(row, 0, row.shape[0]))
             state.calib_est_total[i, side] *= keep
             state.calib_real_total[i, side] *= keep
     state.t_decay[i] = max(last, t)

@@ -245,13 +245,13 @@ def venue_views(market: Market, slots: np.ndarray, names: Sequence[str], coverag
     rank[np.argsort(np.array(names, dtype=str), kind="stable")] = np.arange(len(names))
     at = np.lexsort((rank[ids], row))
     row, ids = row[at], ids[at]
-    asset = slots[row]
+    asset, venue = slots[row], ids.tolist()
     known = [[x if -math.inf < x < math.inf else None for x in column[asset, ids].tolist()]
              for column in (market.oi_usd, market.funding_8h, market.premium_bps, market.depth_usd)]
     covers = [coverage(name) for name in names]
-    views = list(map(VenueView, [covers[v] for v in ids.tolist()], *known, market.liq_long_usd[asset, ids].tolist(),
+    views = list(map(VenueView, [covers[v] for v in venue], *known, market.liq_long_usd[asset, ids].tolist(),
                      market.liq_short_usd[asset, ids].tolist(), market.ts_event[asset, ids].tolist()))
-    labels = [names[v] for v in ids.tolist()]
+    labels = [names[v] for v in venue]
     out: list[dict[str, VenueView]] = []
     start = 0
     for count in counts.tolist():
